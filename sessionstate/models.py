@@ -1,0 +1,209 @@
+"""The two tables, as peewee models: ``sessions`` and ``session_states``.
+
+The models are declared without a database and bound late by ``sessionstate.connect()``,
+so importing the package never opens a file or a socket. The schema itself is created by the
+migrations (which keep their own frozen copies); these classes only describe it for queries.
+"""
+
+import datetime as dt
+import uuid
+
+import peewee as pw
+
+from . import backends
+from .validation import check_state_values, check_json, check_status, check_timestamp
+
+UTC = dt.timezone.utc
+
+
+def utcnow():
+    """The current time as an aware UTC datetime, whatever the process's local zone."""
+    return dt.datetime.now(UTC)
+
+
+def new_id():
+    return str(uuid.uuid4())
+
+
+class UTCDateTimeField(pw.FieldDatabaseHook, pw.Field):
+    """TIMESTAMP WITH TIME ZONE on every backend: always written and read back as aware UTC.
+
+    peewee's DateTimeField hands back naive datetimes on SQLite and MariaDB and keeps whatever
+    zone PostgreSQL's session uses; this field normalises both directions (see backends).
+    """
+
+    field_type = "TIMESTAMPTZ"
+
+    def _db_hook(self, database):
+        self._database = database
+
+    def db_value(self, value):
+        if value is None or isinstance(value, pw.Node):
+            return value
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value)
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return backends.write_timestamp(self._database, value)
+
+    def python_value(self, value):
+        return backends.read_timestamp(value)
+
+
+class BaseModel(pw.Model):
+    """Knows whether its row exists, so that save() of a new instance always INSERTs.
+
+    peewee treats an instance whose (non-integer) primary key is set as already stored, and
+    its save() would run an UPDATE that matches nothing and silently write nothing.
+    """
+
+    def __init__(self, *args, **kwargs):
+        loaded_from_database = bool(kwargs.get("__no_default__"))
+        super().__init__(*args, **kwargs)
+        self._stored = loaded_from_database
+
+    def _check_schema(self):
+        from .migrate import ensure_migrated
+
+        ensure_migrated(self._meta.database)
+
+    def save(self, force_insert=False, only=None):
+        self._check_schema()
+        if not self._stored:
+            force_insert = True
+        rows = super().save(force_insert=force_insert, only=only)
+        self._stored = True
+        return rows
+
+    class Meta:
+        legacy_table_names = False
+
+
+class Session(BaseModel):
+    """A conversation or workflow; its resumable state lives in ``session_states``."""
+
+    id = pw.CharField(max_length=36, primary_key=True, default=new_id)
+    name = pw.CharField(max_length=255, null=True)
+    user_id = pw.CharField(max_length=255, null=True)  # indexed: idx_sessions_user_id
+    status = pw.CharField(max_length=20, default="active")
+    meta = pw.JSONField(null=True)
+    created_at = UTCDateTimeField(default=utcnow)
+    last_active_at = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "sessions"
+
+    def save(self, force_insert=False, only=None):
+        check_status(self.status)
+        check_json("meta", self.meta, backends.json_max_depth(self._meta.database))
+        self.created_at = check_timestamp("created_at", self.created_at)
+        self.last_active_at = check_timestamp("last_active_at", self.last_active_at)
+        return super().save(force_insert=force_insert, only=only)
+
+
+class SessionState(BaseModel):
+    """Persistent session state for resumable workflows (the specification's table)."""
+
+    id = pw.CharField(max_length=36, primary_key=True, default=new_id)
+    session = pw.ForeignKeyField(
+        Session,
+        backref="session_states",
+        column_name="session_id",
+        on_delete="CASCADE",
+        constraint_name="fk_session_states_session_id",
+        index=False,  # the migration creates idx_session_states_session_id itself
+    )
+    mode = pw.CharField(max_length=50)  # copilot, planning-control, hitl-interactive
+
+    # Serialized state (JSON)
+    conversation_history = pw.JSONField(null=True)  # list of message dicts
+    context_variables = pw.JSONField(null=True)  # key-value context
+    plan_data = pw.JSONField(null=True)  # plan structure if applicable
+
+    # Progress tracking
+    current_phase = pw.CharField(max_length=50, null=True)
+    current_step = pw.IntegerField(null=True)
+
+    # Lifecycle
+    status = pw.CharField(max_length=20, default="active")
+    created_at = UTCDateTimeField(null=True, default=utcnow)
+    updated_at = UTCDateTimeField(null=True, default=utcnow)
+    expires_at = UTCDateTimeField(null=True)
+
+    # Optimistic locking: every write goes through the version-bump update.
+    version = pw.IntegerField(default=1)
+
+    class Meta:
+        table_name = "session_states"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self._stored and "updated_at" not in kwargs:
+            self.updated_at = self.created_at  # one instant, not two calls of utcnow()
+
+    FACTORY_ARGUMENTS = ("conversation_history", "context_variables", "plan_data",
+                         "current_phase", "current_step", "expires_at")
+
+    def to_dict(self) -> dict:
+        """Convert to a dictionary for API responses (timestamps as ISO 8601 with offset)."""
+        return {
+            "id": self.id,
+            "session_id": self.session_id,
+            "mode": self.mode,
+            "conversation_history": self.conversation_history or [],
+            "context_variables": self.context_variables or {},
+            "plan_data": self.plan_data,
+            "current_phase": self.current_phase,
+            "current_step": self.current_step,
+            "status": self.status,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "expires_at": _iso(self.expires_at),
+            "version": self.version,
+        }
+
+    @classmethod
+    def create_for_session(cls, session_id: str, mode: str, **kwargs):
+        """Factory method: a new, unsaved state for a session; save() inserts it."""
+        unknown = sorted(set(kwargs) - set(cls.FACTORY_ARGUMENTS))
+        if unknown:
+            from .errors import InvalidStateData
+
+            raise InvalidStateData(
+                "create_for_session: unknown argument(s) %s; allowed: %s"
+                % (", ".join(unknown), ", ".join(cls.FACTORY_ARGUMENTS))
+            )
+        return cls(
+            session_id=session_id,
+            mode=mode,
+            conversation_history=kwargs.get("conversation_history", []),
+            context_variables=kwargs.get("context_variables", {}),
+            plan_data=kwargs.get("plan_data"),
+            current_phase=kwargs.get("current_phase", "init"),
+            current_step=kwargs.get("current_step"),
+            expires_at=kwargs.get("expires_at"),
+            status="active",
+        )
+
+    def save(self, force_insert=False, only=None):
+        """Insert a new state; for a stored one, a version-checked update of what changed.
+
+        A plain UPDATE here would overwrite a concurrent writer's change without noticing, so
+        an existing row goes through the version-bump update (StaleStateError on conflict).
+        """
+        if self._stored and not force_insert:
+            from .state import save_changes
+
+            return save_changes(self)
+        # __data__ holds the raw session id, where self.session would load the Session row.
+        checked = check_state_values(dict(self.__data__),
+                                     backends.json_max_depth(self._meta.database))
+        for name in ("created_at", "updated_at", "expires_at"):
+            setattr(self, name, checked[name])
+        return super().save(force_insert=force_insert, only=only)
+
+
+def _iso(value):
+    return value.isoformat() if value is not None else None
+
+
+MODELS = (Session, SessionState)

@@ -1,0 +1,88 @@
+"""The version-bump update: the one way a stored session state changes.
+
+Every write is a single ``UPDATE ... WHERE id = ? AND version = ?`` that also sets
+``updated_at`` and ``version = version + 1``. If it matches no row, someone else wrote first
+(or the row is gone): the caller gets StaleStateError or SessionNotFound, never a silent
+lost update. On success nothing is read back, since histories can be megabytes.
+"""
+
+from . import backends
+from .db import get_database
+from .errors import InvalidStateData, SessionNotFound, StaleStateError
+from .migrate import ensure_migrated
+from .models import SessionState, utcnow
+from .validation import check_id, check_state_values, check_version
+
+# What update_state may change: the state's data and progress, its status and expiry.
+UPDATABLE_FIELDS = (
+    "conversation_history",
+    "context_variables",
+    "plan_data",
+    "current_phase",
+    "current_step",
+    "status",
+    "expires_at",
+)
+
+
+def _checked_changes(changes, database):
+    unknown = sorted(set(changes) - set(UPDATABLE_FIELDS))
+    if unknown:
+        raise InvalidStateData(
+            "cannot update %s; updatable fields are: %s"
+            % (", ".join(unknown), ", ".join(UPDATABLE_FIELDS))
+        )
+    return check_state_values(changes, backends.json_max_depth(database))
+
+
+def _missing_or_stale(state_id, expected_version):
+    """After an UPDATE matched no row: the error that says why."""
+    actual = (SessionState.select(SessionState.version)
+              .where(SessionState.id == state_id).scalar())
+    if actual is None:
+        return SessionNotFound("no session state with id %r" % (state_id,))
+    return StaleStateError(state_id, expected_version, actual)
+
+
+def bump(state_id, expected_version, changes, now):
+    """Run the version-bump UPDATE for already-checked `changes`; returns the new version."""
+    values = {SessionState._meta.fields[name]: value for name, value in changes.items()}
+    values[SessionState.updated_at] = now
+    values[SessionState.version] = SessionState.version + 1
+    query = SessionState.update(values).where(
+        (SessionState.id == state_id) & (SessionState.version == expected_version)
+    )
+    if query.execute() != 1:
+        raise _missing_or_stale(state_id, expected_version)
+    return expected_version + 1
+
+
+def update_state(state_id, expected_version, **changes):
+    """Write `changes` to a state if it is still at `expected_version`; returns the new version.
+
+    Raises StaleStateError (with .actual_version) when another writer got there first,
+    SessionNotFound when there is no such state, InvalidStateData for bad input; in each
+    case the database is unchanged.
+    """
+    check_id("state_id", state_id)
+    check_version(expected_version)
+    database = get_database()
+    checked = _checked_changes(changes, database)
+    ensure_migrated(database)
+    return bump(state_id, expected_version, checked, utcnow())
+
+
+def save_changes(state):
+    """SessionState.save() of a stored instance: its changed fields, version-checked."""
+    # version and updated_at are ours to set; any other field outside UPDATABLE_FIELDS is
+    # refused by _checked_changes below.
+    dirty = {name: state.__data__.get(name) for name in state._dirty
+             if name not in ("version", "updated_at")}
+    database = state._meta.database
+    checked = _checked_changes(dirty, database)
+    ensure_migrated(database)
+    now = utcnow()
+    state.version = bump(state.id, state.version, checked, now)
+    state.updated_at = now
+    state._dirty.clear()
+    return 1

@@ -1,0 +1,141 @@
+"""Checks every value before it is written, so a refusal never leaves half a write behind.
+
+The databases disagree on what they accept (PostgreSQL's jsonb refuses the NUL character,
+MariaDB stops at 32 levels of nesting, SQLite answers NaN with "malformed JSON"), so we refuse
+anything one of them would refuse, with a message that names the field and the path inside it.
+"""
+
+import datetime as dt
+import math
+import re
+
+from .errors import InvalidStateData
+
+STATUSES = ("active", "suspended", "completed", "expired")
+JSON_FIELDS = ("conversation_history", "context_variables", "plan_data")
+SHORT_TEXT_LIMIT = 50  # mode and current_phase are String(50) in the specification
+INT64 = 2**63
+
+# The NUL character (jsonb cannot store it) and lone surrogates (not encodable as UTF-8).
+_UNSTORABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+
+
+def _path_text(field, path):
+    return field + "".join("[%r]" % step for step in path)
+
+
+def _refuse(field, path, problem):
+    raise InvalidStateData("%s: %s" % (_path_text(field, path), problem))
+
+
+def check_json(field, value, max_depth):
+    """Refuse a value that JSON cannot hold exactly; the error names the offending path.
+
+    Iterative rather than recursive, so that a deeply nested value gets our error instead of
+    Python's RecursionError.
+    """
+    stack = [(value, (), 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, str):
+            match = _UNSTORABLE_CHARACTER.search(item)
+            if match:
+                _refuse(field, path, "string contains the character %r at position %d, which "
+                        "not every database can store" % (match.group(), match.start()))
+        elif item is None or isinstance(item, bool):
+            continue
+        elif isinstance(item, int):
+            if not -INT64 <= item < INT64:
+                _refuse(field, path, "integer %d does not fit in 64 bits" % item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                _refuse(field, path, "%r is not a JSON number (NaN and infinities are not "
+                        "allowed)" % item)
+        elif isinstance(item, (dict, list, tuple)):
+            if depth + 1 > max_depth:
+                _refuse(field, path, "nested deeper than %d levels, the limit of this "
+                        "database" % max_depth)
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        _refuse(field, path, "key %r is not a string (JSON object keys must "
+                                "be strings)" % (key,))
+                    stack.append((child, path + (key,), depth + 1))
+                    stack.append((key, path + (key,), depth))
+            else:
+                stack.extend((child, path + (i,), depth + 1) for i, child in enumerate(item))
+        else:
+            _refuse(field, path, "%s is not a JSON value" % type(item).__name__)
+
+
+def check_short_text(field, value, *, nullable):
+    """mode and current_phase: a non-empty string of at most 50 characters."""
+    if value is None and nullable:
+        return
+    if not isinstance(value, str) or not value.strip():
+        _refuse(field, (), "must be a non-empty string, got %r" % (value,))
+    if len(value) > SHORT_TEXT_LIMIT:
+        _refuse(field, (), "is %d characters long; the limit is %d"
+                % (len(value), SHORT_TEXT_LIMIT))
+    if _UNSTORABLE_CHARACTER.search(value):
+        _refuse(field, (), "contains a NUL character or a lone surrogate")
+
+
+def check_status(value, field="status"):
+    if value not in STATUSES:
+        _refuse(field, (), "%r is not one of %s" % (value, ", ".join(STATUSES)))
+
+
+def check_step(value, field="current_step"):
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        _refuse(field, (), "must be an integer, got %r" % (value,))
+    if not -(2**31) <= value < 2**31:
+        _refuse(field, (), "%d does not fit in the column's 32-bit integer" % value)
+
+
+def check_timestamp(field, value):
+    """A timezone-aware datetime, returned in UTC; naive datetimes are ambiguous, refused."""
+    if value is None:
+        return None
+    if not isinstance(value, dt.datetime):
+        _refuse(field, (), "must be a datetime, got %r" % (value,))
+    if value.tzinfo is None or value.utcoffset() is None:
+        _refuse(field, (), "must be timezone-aware (for example datetime.now(timezone.utc))")
+    return value.astimezone(dt.timezone.utc)
+
+
+def check_id(field, value):
+    if not isinstance(value, str) or not value or len(value) > 36:
+        _refuse(field, (), "must be an id string of at most 36 characters, got %r" % (value,))
+
+
+def check_version(value, field="expected_version"):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        _refuse(field, (), "must be a positive integer, got %r" % (value,))
+
+
+STATE_CHECKS = {
+    "mode": lambda v, depth: check_short_text("mode", v, nullable=False),
+    "current_phase": lambda v, depth: check_short_text("current_phase", v, nullable=True),
+    "current_step": lambda v, depth: check_step(v),
+    "status": lambda v, depth: check_status(v),
+}
+
+
+def check_state_values(values, max_depth):
+    """Check the SessionState fields present in `values`; returns them with timestamps in UTC."""
+    checked = dict(values)
+    for name, value in values.items():
+        if name in JSON_FIELDS:
+            check_json(name, value, max_depth)
+        elif name in STATE_CHECKS:
+            STATE_CHECKS[name](value, max_depth)
+        elif name in ("expires_at", "created_at", "updated_at"):
+            checked[name] = check_timestamp(name, value)
+        elif name in ("id", "session_id", "session"):
+            check_id(name, getattr(value, "id", value))
+        elif name == "version":
+            check_version(value, "version")
+    return checked
