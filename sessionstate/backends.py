@@ -72,6 +72,10 @@ def connect_params(family):
                 "synchronous": "normal",  # safe with WAL: a killed process loses nothing.
             },
         }
+    if family == "mysql":
+        # Our DATETIME(6) columns hold UTC; NOW() and friends must agree, whatever the
+        # server's own zone is.
+        return {"init_command": "SET time_zone = '+00:00'"}
     return {}
 
 
@@ -80,7 +84,20 @@ def prepare(database):
     family = kind(database)
     if family == "sqlite":
         _enable_wal(database)
+    elif family == "mysql":
+        _detect_mariadb(database)
     return database
+
+
+def _detect_mariadb(database):
+    """Tell peewee whether the server is MariaDB, whatever the URL's scheme says.
+
+    peewee 4.5's JSONField marks JSON values with CAST(? AS JSON) unless the database object
+    knows it is MariaDB, and MariaDB rejects that syntax.
+    """
+    with database.connection_context():
+        version = database.execute_sql("SELECT VERSION()").fetchone()[0]
+    database.mariadb = "mariadb" in version.lower()
 
 
 def _enable_wal(database):
@@ -115,8 +132,11 @@ def write_timestamp(database, value):
     SQLite has no timestamp type: we store ISO text with a fixed width (microseconds and
     "+00:00" always present) so that text order is time order and indexes on it work.
     """
-    if kind(database) == "sqlite":
+    family = kind(database)
+    if family == "sqlite":
         return value.strftime("%Y-%m-%d %H:%M:%S.%f+00:00")
+    if family == "mysql":
+        return value.replace(tzinfo=None)  # DATETIME(6) holds UTC, without a zone
     return value
 
 

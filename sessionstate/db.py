@@ -9,6 +9,7 @@ import os
 import urllib.parse
 from pathlib import Path
 
+import peewee as pw
 from playhouse import db_url
 
 from . import backends
@@ -75,7 +76,10 @@ def open_database(url):
         database = db_url.connect(url, **backends.connect_params(family))
     except (ValueError, RuntimeError) as exc:
         raise ConfigurationError("unusable database URL %r: %s" % (shown, exc)) from None
-    return backends.prepare(database)
+    try:
+        return backends.prepare(database)
+    except pw.DatabaseError as exc:
+        raise ConfigurationError("cannot open the database %r: %s" % (shown, exc)) from None
 
 
 def _check_sqlite_folder(path):

@@ -198,7 +198,8 @@ class SessionState(BaseModel):
         checked = check_state_values(dict(self.__data__),
                                      backends.json_max_depth(self._meta.database))
         for name in ("created_at", "updated_at", "expires_at"):
-            setattr(self, name, checked[name])
+            if name in checked:
+                setattr(self, name, checked[name])
         return super().save(force_insert=force_insert, only=only)
 
 

@@ -1,0 +1,120 @@
+"""The specification's test script (test_stage_1.py), ported to peewee, and its checklist."""
+
+import uuid
+
+from sessionstate import Session, SessionState
+
+
+def test_session_state_crud(migrated):
+    # Create parent session
+    session = Session(id=str(uuid.uuid4()), name="Test Session", status="active")
+    session.save()
+
+    # Create session state
+    state = SessionState.create_for_session(
+        session_id=session.id,
+        mode="copilot",
+        conversation_history=[{"role": "user", "content": "Hello"}],
+        context_variables={"key": "value"},
+    )
+    state.save()
+
+    # Query back
+    loaded = SessionState.select().where(SessionState.session_id == session.id).first()
+    assert loaded is not None
+    assert loaded.mode == "copilot"
+    assert len(loaded.conversation_history) == 1
+
+    # Test cascade delete
+    session.delete_instance()
+    orphan = SessionState.select().where(SessionState.id == state.id).first()
+    assert orphan is None
+
+
+def test_can_insert_and_query_records(migrated):
+    session = Session.create(name="s")
+    states = [SessionState.create_for_session(session.id, "copilot", current_phase="p%d" % i)
+              for i in range(3)]
+    for state in states:
+        state.save()
+    found = {s.current_phase for s in SessionState.select().where(
+        SessionState.session_id == session.id)}
+    assert found == {"p0", "p1", "p2"}
+    assert [s.id for s in session.session_states.order_by(SessionState.current_phase)] == [
+        s.id for s in states]
+
+
+def test_save_of_a_new_instance_with_its_id_set_inserts(migrated):
+    session = Session(id=str(uuid.uuid4()), name="preset id")
+    assert session.save() == 1
+    assert Session.get_by_id(session.id).name == "preset id"
+    state = SessionState(id=str(uuid.uuid4()), session_id=session.id, mode="copilot")
+    assert state.save() == 1
+    assert SessionState.get_by_id(state.id).mode == "copilot"
+
+
+def test_foreign_key_refuses_a_state_without_its_session(migrated):
+    import peewee as pw
+    import pytest
+
+    state = SessionState.create_for_session(str(uuid.uuid4()), "copilot")
+    with pytest.raises(pw.IntegrityError):
+        state.save()
+    assert SessionState.select().count() == 0
+
+
+def test_cascade_delete_by_raw_sql(migrated):
+    session = Session.create(name="raw")
+    SessionState.create_for_session(session.id, "copilot").save()
+    SessionState.create_for_session(session.id, "planning-control").save()
+    migrated.execute_sql("DELETE FROM sessions")
+    assert SessionState.select().count() == 0
+
+
+def test_create_for_session_defaults():
+    state = SessionState.create_for_session("sid", "copilot")
+    assert state.session_id == "sid"
+    assert state.mode == "copilot"
+    assert state.conversation_history == []
+    assert state.context_variables == {}
+    assert state.plan_data is None
+    assert state.current_phase == "init"
+    assert state.status == "active"
+    assert state.version == 1
+
+
+def test_create_for_session_refuses_unknown_arguments():
+    import pytest
+
+    from sessionstate import InvalidStateData
+
+    with pytest.raises(InvalidStateData, match="unknown argument.*histroy"):
+        SessionState.create_for_session("sid", "copilot", histroy=[])
+
+
+def test_to_dict_has_the_specified_keys_and_iso_timestamps(migrated):
+    session = Session.create(name="d")
+    state = SessionState.create_for_session(session.id, "copilot", plan_data={"steps": [1]})
+    state.save()
+    loaded = SessionState.get_by_id(state.id).to_dict()
+    assert set(loaded) == {
+        "id", "session_id", "mode", "conversation_history", "context_variables", "plan_data",
+        "current_phase", "current_step", "status", "created_at", "updated_at", "expires_at",
+        "version",
+    }
+    assert loaded["plan_data"] == {"steps": [1]}
+    assert loaded["version"] == 1
+    assert loaded["created_at"].endswith("+00:00")
+    assert loaded["updated_at"] == loaded["created_at"]
+    assert loaded["expires_at"] is None
+
+
+def test_to_dict_of_a_raw_row_with_null_json_gives_empty_containers(migrated):
+    Session.create(id="s1", name="raw")
+    migrated.execute_sql("INSERT INTO session_states (id, session_id, mode) "
+                         "VALUES ('st1', 's1', 'copilot')")
+    loaded = SessionState.get_by_id("st1").to_dict()
+    assert loaded["conversation_history"] == []
+    assert loaded["context_variables"] == {}
+    assert loaded["status"] == "active"
+    assert loaded["version"] == 1
