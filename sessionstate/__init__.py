@@ -8,12 +8,28 @@
 from .db import connect, get_database
 from .errors import (
     ConfigurationError,
+    DatabaseBusy,
     InvalidStateData,
     InvalidTransition,
     SchemaNotReady,
     SessionNotFound,
     SessionStateError,
     StaleStateError,
+)
+from .lifecycle import (
+    append_messages,
+    complete,
+    create_session,
+    delete_session,
+    expire,
+    expire_due,
+    get_state,
+    list_sessions,
+    modify_state,
+    purge,
+    recent_messages,
+    resume,
+    suspend,
 )
 from .migrate import migrate, migration_status, rollback
 from .models import Session, SessionState
@@ -28,6 +44,19 @@ __all__ = [
     "rollback",
     "migration_status",
     "update_state",
+    "create_session",
+    "get_state",
+    "append_messages",
+    "recent_messages",
+    "modify_state",
+    "suspend",
+    "resume",
+    "complete",
+    "expire",
+    "expire_due",
+    "purge",
+    "delete_session",
+    "list_sessions",
     "Session",
     "SessionState",
     "SessionStateError",
@@ -37,4 +66,5 @@ __all__ = [
     "StaleStateError",
     "InvalidStateData",
     "InvalidTransition",
+    "DatabaseBusy",
 ]

@@ -14,10 +14,11 @@ import peewee as pw
 
 UTC = dt.timezone.utc
 
-# How deep a JSON value may nest. MariaDB/MySQL refuse documents deeper than 32 levels
-# (ER_JSON_DOCUMENT_TOO_DEEP); SQLite's json() stops at 1000 in older releases. We refuse
-# before writing so every backend answers with InvalidStateData, never a driver error.
-JSON_MAX_DEPTH = {"sqlite": 1000, "postgresql": 1000, "mysql": 32}
+# How deep a JSON value may nest. MariaDB's JSON_VALID check fails at 32 levels ("Limit of
+# 32 on JSON nested structures depth is reached"), so 31 is the most it stores; SQLite's
+# json() stops at 1000 in older releases. We refuse before writing, so every backend answers
+# with InvalidStateData, never a driver error.
+JSON_MAX_DEPTH = {"sqlite": 1000, "postgresql": 1000, "mysql": 31}
 
 # The Python modules each URL family needs, and the extra that installs them.
 DRIVERS = {
@@ -195,3 +196,99 @@ def migration_lock(database):
 
 MIGRATION_LOCK_KEY = 0x5E55_1057  # any constant shared by every process of this library
 MIGRATION_LOCK_NAME = "sessionstate_migrations"
+
+
+def append_to_array(database, field, messages):
+    """SQL for "the JSON array in `field` (NULL read as []) with `messages` appended".
+
+    Written around peewee's JSONField.append(), which appends a single value and leaves a
+    NULL history NULL; here the whole batch goes in one expression, inside the database.
+    """
+    family = kind(database)
+    dumps = field._dumps
+    if family == "postgresql":
+        batch = database._adapter.jsonb_type(list(messages), dumps=dumps)
+        return pw.Expression(pw.fn.COALESCE(field, pw.SQL("'[]'::jsonb")), "||", batch)
+    if family == "mysql":
+        batch = pw.Value(dumps(list(messages)), converter=False)
+        if not database.mariadb:
+            batch = pw.Cast(batch, "JSON")
+        return pw.fn.JSON_MERGE_PRESERVE(pw.fn.COALESCE(field, pw.fn.JSON_ARRAY()), batch)
+    # SQLite: json_insert(doc, '$[#]', value, ...) appends pairs left to right; SQLite caps a
+    # function's arguments (127 by default), so long batches nest one call per chunk.
+    expression = pw.fn.COALESCE(field, pw.fn.json("[]"))
+    for start in range(0, len(messages), SQLITE_APPEND_CHUNK):
+        arguments = []
+        for message in messages[start:start + SQLITE_APPEND_CHUNK]:
+            arguments += ["$[#]", pw.fn.json(dumps(message))]
+        expression = pw.fn.json_insert(expression, *arguments)
+    return expression
+
+
+SQLITE_APPEND_CHUNK = 60
+
+
+def recent_messages(database, state_id, limit, loads):
+    """The last `limit` items of a state's history, oldest first, or None if no such state.
+
+    The slicing happens in the database, so the rest of a long history never reaches Python.
+    """
+    family = kind(database)
+    if family == "postgresql":
+        sql = ("SELECT e.value::text, CASE WHEN e.ord IS NULL THEN NULL ELSE 'json' END FROM session_states s "
+               "LEFT JOIN LATERAL jsonb_array_elements(s.conversation_history) "
+               "WITH ORDINALITY AS e(value, ord) ON true "
+               "WHERE s.id = %s ORDER BY e.ord DESC LIMIT %s")
+    elif family == "mysql":
+        sql = ("SELECT jt.value, CASE WHEN jt.ord IS NULL THEN NULL ELSE 'json' END FROM session_states s "
+               "LEFT JOIN JSON_TABLE(s.conversation_history, '$[*]' COLUMNS "
+               "(ord FOR ORDINALITY, value JSON PATH '$')) AS jt ON 1 "
+               "WHERE s.id = %s ORDER BY jt.ord DESC LIMIT %s")
+    else:
+        # json_each gives containers as JSON text and scalars as SQL values, with their type.
+        sql = ("SELECT e.value, e.type FROM session_states s "
+               "LEFT JOIN json_each(s.conversation_history) AS e "
+               "WHERE s.id = ? ORDER BY e.key DESC LIMIT ?")
+    rows = database.execute_sql(sql, (state_id, max(limit, 1))).fetchall()
+    if not rows:
+        return None
+    items = [_json_item(value, kind_, loads) for value, kind_ in rows if kind_ is not None]
+    return items[::-1][-limit:] if limit else []
+
+
+_SQLITE_JSON_CONSTANTS = {"true": True, "false": False, "null": None}
+
+
+def _json_item(value, item_type, loads):
+    if item_type in ("json", "object", "array"):
+        return loads(value)
+    if item_type in _SQLITE_JSON_CONSTANTS:
+        return _SQLITE_JSON_CONSTANTS[item_type]
+    return value
+
+
+def locked(query, database):
+    """`query` locking the rows it reads until the transaction ends (servers).
+
+    SQLite needs no row lock: write_lock() already holds the database's write lock.
+    """
+    if kind(database) == "sqlite":
+        return query
+    return query.for_update()
+
+
+# Errors that mean "try again": lock contention, deadlock victims, serialisation failures.
+TRANSIENT_ERROR_MARKERS = (
+    "database is locked",  # SQLite, past the busy timeout
+    "deadlock",  # PostgreSQL 40P01, MariaDB 1213
+    "could not serialize",  # PostgreSQL 40001
+    "lock wait timeout",  # MariaDB 1205
+    "(1213,",
+    "(1205,",
+)
+
+
+def is_transient(error):
+    text = str(error).lower()
+    return isinstance(error, pw.OperationalError) and any(
+        marker in text for marker in TRANSIENT_ERROR_MARKERS)

@@ -47,6 +47,10 @@ class InvalidStateData(SessionStateError, ValueError):
     """A value cannot be stored as given; the message names the field and the path in it."""
 
 
+class DatabaseBusy(SessionStateError):
+    """The database stayed locked (or chose us as a deadlock victim) through every retry."""
+
+
 class InvalidTransition(SessionStateError):
     """A lifecycle change that the state's current status does not allow."""
 
@@ -68,4 +72,5 @@ __all__ = [
     "StaleStateError",
     "InvalidStateData",
     "InvalidTransition",
+    "DatabaseBusy",
 ]

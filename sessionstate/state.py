@@ -25,7 +25,7 @@ UPDATABLE_FIELDS = (
 )
 
 
-def _checked_changes(changes, database):
+def checked_changes(changes, database):
     unknown = sorted(set(changes) - set(UPDATABLE_FIELDS))
     if unknown:
         raise InvalidStateData(
@@ -35,7 +35,7 @@ def _checked_changes(changes, database):
     return check_state_values(changes, backends.json_max_depth(database))
 
 
-def _missing_or_stale(state_id, expected_version):
+def missing_or_stale(state_id, expected_version):
     """After an UPDATE matched no row: the error that says why."""
     actual = (SessionState.select(SessionState.version)
               .where(SessionState.id == state_id).scalar())
@@ -53,7 +53,7 @@ def bump(state_id, expected_version, changes, now):
         (SessionState.id == state_id) & (SessionState.version == expected_version)
     )
     if query.execute() != 1:
-        raise _missing_or_stale(state_id, expected_version)
+        raise missing_or_stale(state_id, expected_version)
     return expected_version + 1
 
 
@@ -67,7 +67,7 @@ def update_state(state_id, expected_version, **changes):
     check_id("state_id", state_id)
     check_version(expected_version)
     database = get_database()
-    checked = _checked_changes(changes, database)
+    checked = checked_changes(changes, database)
     ensure_migrated(database)
     return bump(state_id, expected_version, checked, utcnow())
 
@@ -75,11 +75,11 @@ def update_state(state_id, expected_version, **changes):
 def save_changes(state):
     """SessionState.save() of a stored instance: its changed fields, version-checked."""
     # version and updated_at are ours to set; any other field outside UPDATABLE_FIELDS is
-    # refused by _checked_changes below.
+    # refused by checked_changes below.
     dirty = {name: state.__data__.get(name) for name in state._dirty
              if name not in ("version", "updated_at")}
     database = state._meta.database
-    checked = _checked_changes(dirty, database)
+    checked = checked_changes(dirty, database)
     ensure_migrated(database)
     now = utcnow()
     state.version = bump(state.id, state.version, checked, now)

@@ -28,6 +28,11 @@ def _refuse(field, path, problem):
     raise InvalidStateData("%s: %s" % (_path_text(field, path), problem))
 
 
+def refuse(field, problem):
+    """Raise InvalidStateData for a whole argument (not a path inside a JSON value)."""
+    _refuse(field, (), problem)
+
+
 def check_json(field, value, max_depth):
     """Refuse a value that JSON cannot hold exactly; the error names the offending path.
 

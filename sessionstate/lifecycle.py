@@ -1,0 +1,386 @@
+"""Session lifecycle for real workers: create, resume, append, change status, expire, purge, list.
+
+These functions are what an agent application calls instead of keeping sessions in a dict.
+Every write is version-bumped; writes that read first (modify_state, the status changes)
+hold the write lock from the read to the write, so concurrent worker processes queue up
+instead of losing updates. Every input is checked before anything is written.
+"""
+
+import datetime as dt
+import random
+import time
+
+import peewee as pw
+
+from . import backends
+from .db import get_database
+from .errors import (DatabaseBusy, InvalidStateData, InvalidTransition, SessionNotFound,
+                     StaleStateError)
+from .migrate import ensure_migrated
+from .models import Session, SessionState, utcnow
+from .state import bump, checked_changes, missing_or_stale
+from .validation import (STATUSES, check_id, check_json, check_short_text, check_state_values,
+                         check_timestamp, check_version, refuse)
+
+# Which status may follow which; completed and expired are final.
+TRANSITIONS = {
+    "active": {"suspended", "completed", "expired"},
+    "suspended": {"active", "completed", "expired"},
+    "completed": set(),
+    "expired": set(),
+}
+LIVE = ("active", "suspended")
+TRANSIENT_ATTEMPTS = 8  # lock timeouts, deadlock victims: retried this often, then DatabaseBusy
+ID_BATCH = 500  # ids per IN (...) list, well under every backend's parameter limit
+NAME_LIMIT = 255
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+def _ready_database():
+    database = get_database()
+    ensure_migrated(database)
+    return database
+
+
+def _with_retries(operation):
+    """Run `operation`, retrying on lock contention; DatabaseBusy if it never gets through."""
+    for attempt in range(TRANSIENT_ATTEMPTS):
+        try:
+            return operation()
+        except pw.OperationalError as exc:
+            if not backends.is_transient(exc):
+                raise
+            if attempt == TRANSIENT_ATTEMPTS - 1:
+                raise DatabaseBusy("the database stayed busy after %d attempts: %s"
+                                   % (TRANSIENT_ATTEMPTS, exc)) from exc
+            time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
+
+
+def _positive_int(field, value, maximum=None):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        refuse(field, "must be a positive integer, got %r" % (value,))
+    if maximum is not None and value > maximum:
+        refuse(field, "must be at most %d, got %d" % (maximum, value))
+
+
+def _optional_text(field, value):
+    if value is None:
+        return
+    if not isinstance(value, str) or len(value) > NAME_LIMIT or "\x00" in value:
+        refuse(field, "must be a string of at most %d characters without NUL, got %r"
+               % (NAME_LIMIT, value))
+
+
+def _ttl(value):
+    """ttl as a positive timedelta (seconds may be given as a number)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = dt.timedelta(seconds=value)
+    if not isinstance(value, dt.timedelta) or value <= dt.timedelta(0):
+        refuse("ttl", "must be a positive number of seconds or timedelta, got %r" % (value,))
+    return value
+
+
+def _chunks(items, size=ID_BATCH):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _latest_state_query(session_id, *columns):
+    """The session's most recently updated state (ties: the newest created)."""
+    return (SessionState.select(*columns)
+            .where(SessionState.session_id == session_id)
+            .order_by(SessionState.updated_at.desc(), SessionState.created_at.desc())
+            .limit(1))
+
+
+# -- creating and reading -------------------------------------------------------------------
+
+def create_session(mode, *, name=None, user_id=None, meta=None, ttl=None,
+                   conversation_history=None, context_variables=None, plan_data=None):
+    """Create a session and its active state in one transaction; returns the SessionState."""
+    database = get_database()
+    check_short_text("mode", mode, nullable=False)
+    _optional_text("name", name)
+    _optional_text("user_id", user_id)
+    check_json("meta", meta, backends.json_max_depth(database))
+    ttl = _ttl(ttl)
+    now = utcnow()
+    session = Session(name=name, user_id=user_id, meta=meta, status="active",
+                      created_at=now, last_active_at=now)
+    state = SessionState.create_for_session(
+        session.id, mode,
+        conversation_history=[] if conversation_history is None else conversation_history,
+        context_variables={} if context_variables is None else context_variables,
+        plan_data=plan_data,
+        expires_at=now + ttl if ttl else None,
+    )
+    state.created_at = state.updated_at = now
+    check_state_values(dict(state.__data__), backends.json_max_depth(database))
+    ensure_migrated(database)
+
+    def insert_both():
+        with backends.write_lock(database):
+            session.save(force_insert=True)
+            state.save(force_insert=True)
+
+    _with_retries(insert_both)
+    return state
+
+
+def get_state(session_id):
+    """The session's current state: its most recently updated one. SessionNotFound if none."""
+    check_id("session_id", session_id)
+    _ready_database()
+    state = _latest_state_query(session_id).first()
+    if state is None:
+        raise SessionNotFound("no session with id %r" % (session_id,))
+    return state
+
+
+def recent_messages(state_id, limit):
+    """The last `limit` messages of a state's history, oldest first, sliced in the database."""
+    check_id("state_id", state_id)
+    _positive_int("limit", limit)
+    database = _ready_database()
+    items = backends.recent_messages(database, state_id, limit,
+                                     SessionState.conversation_history._loads)
+    if items is None:
+        raise SessionNotFound("no session state with id %r" % (state_id,))
+    return items
+
+
+# -- writing --------------------------------------------------------------------------------
+
+def append_messages(state_id, messages, expected_version=None):
+    """Append messages to the history inside the database; returns the new version.
+
+    Without expected_version, concurrent appends from many processes are all kept (the
+    append is one UPDATE evaluated against the current row). With it, a stale version is
+    refused with StaleStateError and nothing is appended.
+    """
+    check_id("state_id", state_id)
+    if not isinstance(messages, (list, tuple)) or not messages:
+        refuse("messages", "must be a non-empty list, got %r" % (messages,))
+    if expected_version is not None:
+        check_version(expected_version)
+    database = _ready_database()
+    check_json("messages", list(messages), backends.json_max_depth(database))
+    history = SessionState.conversation_history
+    values = {
+        history: backends.append_to_array(database, history, list(messages)),
+        SessionState.updated_at: utcnow(),
+        SessionState.version: SessionState.version + 1,
+    }
+    where = SessionState.id == state_id
+    if expected_version is not None:
+        where &= SessionState.version == expected_version
+
+    def run():
+        with backends.write_lock(database):
+            if SessionState.update(values).where(where).execute() != 1:
+                if expected_version is None:
+                    raise SessionNotFound("no session state with id %r" % (state_id,))
+                raise missing_or_stale(state_id, expected_version)
+            if expected_version is not None:
+                return expected_version + 1
+            # Still inside the transaction: our UPDATE holds the row, so this is our version.
+            return (SessionState.select(SessionState.version)
+                    .where(SessionState.id == state_id).scalar())
+
+    return _with_retries(run)
+
+
+def modify_state(state_id, fn, *, attempts=5):
+    """Read the state, call fn(state) for a dict of changes, write them version-checked.
+
+    The read and the write happen under the write lock (SQLite) or a row lock (servers),
+    so concurrent modify_state calls queue instead of conflicting; a writer that bypasses
+    them is still caught by the version check, and we retry up to `attempts` times before
+    re-raising StaleStateError. Returns the new version. Keep fn short: it runs under lock.
+    """
+    check_id("state_id", state_id)
+    if not callable(fn):
+        refuse("fn", "must be callable, got %r" % (fn,))
+    _positive_int("attempts", attempts)
+    database = _ready_database()
+
+    def one_attempt():
+        with backends.write_lock(database):
+            query = SessionState.select().where(SessionState.id == state_id)
+            state = backends.locked(query, database).first()
+            if state is None:
+                raise SessionNotFound("no session state with id %r" % (state_id,))
+            changes = fn(state)
+            if not isinstance(changes, dict):
+                refuse("fn", "must return a dict of changes, returned %r" % (changes,))
+            return bump(state.id, state.version, checked_changes(changes, database), utcnow())
+
+    for attempt in range(attempts):
+        try:
+            return _with_retries(one_attempt)
+        except StaleStateError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0.001, 0.005) * (attempt + 1))
+
+
+# -- status changes -------------------------------------------------------------------------
+
+def _transition(session_id, target):
+    check_id("session_id", session_id)
+    database = _ready_database()
+
+    def run():
+        with backends.write_lock(database):
+            query = _latest_state_query(session_id, SessionState.id, SessionState.status,
+                                        SessionState.version)
+            state = backends.locked(query, database).first()
+            if state is None:
+                raise SessionNotFound("no session with id %r" % (session_id,))
+            if target not in TRANSITIONS[state.status]:
+                raise InvalidTransition(state.status, target, session_id)
+            now = utcnow()
+            version = bump(state.id, state.version, {"status": target}, now)
+            Session.update(status=target, last_active_at=now).where(
+                Session.id == session_id).execute()
+            return version
+
+    return _with_retries(run)
+
+
+def suspend(session_id):
+    """active -> suspended. Returns the state's new version."""
+    return _transition(session_id, "suspended")
+
+
+def resume(session_id):
+    """suspended -> active. Returns the state's new version."""
+    return _transition(session_id, "active")
+
+
+def complete(session_id):
+    """active or suspended -> completed (final). Returns the state's new version."""
+    return _transition(session_id, "completed")
+
+
+def expire(session_id):
+    """active or suspended -> expired (final). Returns the state's new version."""
+    return _transition(session_id, "expired")
+
+
+# -- housekeeping ---------------------------------------------------------------------------
+
+def expire_due(now=None):
+    """Expire every active or suspended state whose expires_at has passed; returns the count.
+
+    `now` (aware datetime) is the moment to compare with; the rows' updated_at is the real
+    current time either way.
+    """
+    cutoff = check_timestamp("now", now) if now is not None else utcnow()
+    database = _ready_database()
+
+    def run():
+        with backends.write_lock(database):
+            due = (SessionState.select(SessionState.id, SessionState.session_id)
+                   .where(SessionState.status.in_(LIVE)
+                          & SessionState.expires_at.is_null(False)
+                          & (SessionState.expires_at <= cutoff)))
+            rows = list(backends.locked(due, database).tuples())
+            written = utcnow()
+            count = 0
+            for batch in _chunks(rows):
+                count += (SessionState.update(
+                    status="expired", updated_at=written, version=SessionState.version + 1)
+                    .where(SessionState.id.in_([state_id for state_id, _ in batch])
+                           & SessionState.status.in_(LIVE))
+                    .execute())
+                Session.update(status="expired", last_active_at=written).where(
+                    Session.id.in_([session_id for _, session_id in batch])).execute()
+            return count
+
+    return _with_retries(run)
+
+
+def purge(before, statuses=("completed", "expired")):
+    """Delete sessions whose states are all in `statuses` and last updated before `before`.
+
+    Their states go with them through ON DELETE CASCADE. Returns the number of sessions.
+    """
+    before = check_timestamp("before", before)
+    if before is None:
+        refuse("before", "is required (an aware datetime)")
+    if isinstance(statuses, str) or not statuses or not all(s in STATUSES for s in statuses):
+        refuse("statuses", "must be a non-empty list drawn from %s, got %r"
+               % (", ".join(STATUSES), statuses))
+    statuses = tuple(statuses)
+    database = _ready_database()
+
+    def run():
+        with backends.write_lock(database):
+            candidates = {row[0] for row in SessionState.select(SessionState.session_id).where(
+                SessionState.status.in_(statuses) & (SessionState.updated_at < before)).tuples()}
+            if not candidates:
+                return 0
+            keep = {row[0] for row in SessionState.select(SessionState.session_id).where(
+                ~SessionState.status.in_(statuses) | (SessionState.updated_at >= before)
+                | SessionState.updated_at.is_null()).tuples()}
+            doomed = sorted(candidates - keep)
+            return sum(Session.delete().where(Session.id.in_(batch)).execute()
+                       for batch in _chunks(doomed))
+
+    return _with_retries(run)
+
+
+def delete_session(session_id):
+    """Delete a session and (by cascade) its states; False if there was no such session."""
+    check_id("session_id", session_id)
+    _ready_database()
+    return _with_retries(lambda: Session.delete().where(Session.id == session_id).execute()) > 0
+
+
+# -- listing --------------------------------------------------------------------------------
+
+SUMMARY_COLUMNS = (
+    SessionState.session_id.alias("session_id"), Session.name, Session.user_id, SessionState.mode,
+    SessionState.status, SessionState.current_phase, SessionState.current_step,
+    SessionState.updated_at, SessionState.id.alias("state_id"), SessionState.version,
+)
+
+
+def list_sessions(*, user_id=None, status=None, mode=None, limit=100, before=None):
+    """Summaries of sessions, newest updated first, without reading the JSON columns.
+
+    One row per session (its current state). Page with `before`: pass the last row's
+    updated_at to get the next page.
+    """
+    _optional_text("user_id", user_id)
+    if status is not None and status not in STATUSES:
+        refuse("status", "%r is not one of %s" % (status, ", ".join(STATUSES)))
+    if mode is not None:
+        check_short_text("mode", mode, nullable=False)
+    _positive_int("limit", limit, maximum=10_000)
+    before = check_timestamp("before", before)
+    _ready_database()
+
+    newer = SessionState.alias("newer")
+    has_newer_state = (newer.select(pw.SQL("1"))
+                       .where((newer.session_id == SessionState.session_id)
+                              & (newer.updated_at > SessionState.updated_at)))
+    where = ~pw.fn.EXISTS(has_newer_state)
+    if status is not None:
+        where &= SessionState.status == status
+    if mode is not None:
+        where &= SessionState.mode == mode
+    if user_id is not None:
+        where &= Session.user_id == user_id
+    if before is not None:
+        where &= SessionState.updated_at < before
+    query = (SessionState.select(*SUMMARY_COLUMNS)
+             .join(Session, on=(SessionState.session_id == Session.id))
+             .where(where)
+             .order_by(SessionState.updated_at.desc(), SessionState.id.desc())
+             .limit(limit))
+    return list(query.dicts())
