@@ -381,6 +381,6 @@ def list_sessions(*, user_id=None, status=None, mode=None, limit=100, before=Non
     query = (SessionState.select(*SUMMARY_COLUMNS)
              .join(Session, on=(SessionState.session_id == Session.id))
              .where(where)
-             .order_by(SessionState.updated_at.desc(), SessionState.id.desc())
+             .order_by(SessionState.updated_at.desc())
              .limit(limit))
     return list(query.dicts())

@@ -69,8 +69,8 @@ class ServerDatabase:
                 admin.execute_sql("ALTER DATABASE %s SET timezone TO '%s'"
                                   % (self.name, SERVER_TIME_ZONE["postgresql"]))
             else:
-                self.previous_zone = admin.execute_sql(
-                    "SELECT @@GLOBAL.time_zone").fetchone()[0]
+                # MariaDB has no per-database zone: set the server's default, and leave it
+                # (restoring it would race with a concurrent run that also set it).
                 admin.execute_sql("SET GLOBAL time_zone = '%s'" % SERVER_TIME_ZONE["mysql"])
 
     def empty(self):
@@ -87,7 +87,6 @@ class ServerDatabase:
                 admin.execute_sql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % self.name)
             else:
                 admin.execute_sql("DROP DATABASE IF EXISTS %s" % self.name)
-                admin.execute_sql("SET GLOBAL time_zone = '%s'" % self.previous_zone)
 
 
 _servers = {}
