@@ -196,10 +196,12 @@ def append_messages(state_id, messages, expected_version=None):
 def modify_state(state_id, fn, *, attempts=5):
     """Read the state, call fn(state) for a dict of changes, write them version-checked.
 
-    The read and the write happen under the write lock (SQLite) or a row lock (servers),
-    so concurrent modify_state calls queue instead of conflicting; a writer that bypasses
-    them is still caught by the version check, and we retry up to `attempts` times before
-    re-raising StaleStateError. Returns the new version. Keep fn short: it runs under lock.
+    The first attempts are optimistic: read, call fn outside any transaction, write with the
+    version check, and on StaleStateError (someone wrote in between) read again. The last
+    attempt holds the write lock (SQLite) or a row lock (servers) from the read to the write,
+    so modify_state callers racing on one row always get through; a writer that bypasses
+    modify_state can still win that race, and then StaleStateError is re-raised.
+    Returns the new version. fn must not write to the database itself.
     """
     check_id("state_id", state_id)
     if not callable(fn):
@@ -207,24 +209,26 @@ def modify_state(state_id, fn, *, attempts=5):
     _positive_int("attempts", attempts)
     database = _ready_database()
 
-    def one_attempt():
-        with backends.write_lock(database):
-            query = SessionState.select().where(SessionState.id == state_id)
-            state = backends.locked(query, database).first()
-            if state is None:
-                raise SessionNotFound("no session state with id %r" % (state_id,))
-            changes = fn(state)
-            if not isinstance(changes, dict):
-                refuse("fn", "must return a dict of changes, returned %r" % (changes,))
-            return bump(state.id, state.version, checked_changes(changes, database), utcnow())
+    def read_apply_write(lock):
+        query = SessionState.select().where(SessionState.id == state_id)
+        state = (backends.locked(query, database) if lock else query).first()
+        if state is None:
+            raise SessionNotFound("no session state with id %r" % (state_id,))
+        changes = fn(state)
+        if not isinstance(changes, dict):
+            refuse("fn", "must return a dict of changes, returned %r" % (changes,))
+        return bump(state.id, state.version, checked_changes(changes, database), utcnow())
 
-    for attempt in range(attempts):
+    def under_lock():
+        with backends.write_lock(database):
+            return read_apply_write(lock=True)
+
+    for attempt in range(attempts - 1):
         try:
-            return _with_retries(one_attempt)
+            return _with_retries(lambda: read_apply_write(lock=False))
         except StaleStateError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(random.uniform(0.001, 0.005) * (attempt + 1))
+            time.sleep(random.uniform(0.0005, 0.002) * (attempt + 1))
+    return _with_retries(under_lock)
 
 
 # -- status changes -------------------------------------------------------------------------

@@ -1,0 +1,396 @@
+"""The lifecycle functions: create, read, append, modify, status changes, housekeeping, list."""
+
+import datetime as dt
+
+import pytest
+
+import sessionstate as ss
+from sessionstate import (InvalidStateData, InvalidTransition, Session, SessionNotFound,
+                          SessionState, StaleStateError)
+
+UTC = dt.timezone.utc
+
+
+def now():
+    return dt.datetime.now(UTC)
+
+
+def snapshot(database):
+    """Every row of both tables, to show that a refused call changed nothing."""
+    rows = []
+    for table in ("sessions", "session_states"):
+        rows.append(sorted(map(repr, database.execute_sql("SELECT * FROM %s" % table))))
+    return rows
+
+
+# -- create_session / get_state -------------------------------------------------------------
+
+def test_create_session_writes_the_session_and_its_active_state(migrated):
+    state = ss.create_session("copilot", name="n", user_id="u1", meta={"k": [1]}, ttl=60,
+                              conversation_history=[{"role": "user", "content": "hi"}],
+                              context_variables={"a": 1}, plan_data={"steps": []})
+    session = Session.get_by_id(state.session_id)
+    assert (session.name, session.user_id, session.meta, session.status) == (
+        "n", "u1", {"k": [1]}, "active")
+    loaded = ss.get_state(state.session_id)
+    assert loaded.id == state.id
+    assert loaded.to_dict() == state.to_dict()
+    assert loaded.status == "active" and loaded.version == 1
+    assert loaded.expires_at - loaded.created_at == dt.timedelta(seconds=60)
+    assert loaded.conversation_history == [{"role": "user", "content": "hi"}]
+
+
+def test_create_session_defaults_and_timedelta_ttl(migrated):
+    state = ss.create_session("planning-control", ttl=dt.timedelta(hours=1))
+    loaded = ss.get_state(state.session_id)
+    assert loaded.conversation_history == [] and loaded.context_variables == {}
+    assert loaded.plan_data is None and loaded.current_phase == "init"
+    assert loaded.expires_at - loaded.created_at == dt.timedelta(hours=1)
+    assert ss.create_session("copilot").expires_at is None
+
+
+@pytest.mark.parametrize("kwargs, named", [
+    (dict(mode=""), "mode"),
+    (dict(mode="x" * 51), "mode"),
+    (dict(mode="copilot", ttl=0), "ttl"),
+    (dict(mode="copilot", ttl="60"), "ttl"),
+    (dict(mode="copilot", name=5), "name"),
+    (dict(mode="copilot", meta={"f": float("nan")}), "meta['f']"),
+    (dict(mode="copilot", conversation_history=[{"x": {1, 2}}]), "conversation_history[0]['x']"),
+])
+def test_create_session_refuses_bad_input_and_writes_nothing(migrated, kwargs, named):
+    before = snapshot(migrated)
+    with pytest.raises(InvalidStateData) as error:
+        ss.create_session(**kwargs)
+    assert named in str(error.value)
+    assert snapshot(migrated) == before
+
+
+def test_get_state_returns_the_most_recently_updated_state(migrated):
+    first = ss.create_session("copilot")
+    second = SessionState.create_for_session(first.session_id, "review")
+    second.save()
+    assert ss.get_state(first.session_id).id == second.id  # created later, same instant or later
+    ss.update_state(first.id, 1, current_step=1)
+    assert ss.get_state(first.session_id).id == first.id
+
+
+def test_get_state_of_an_unknown_session(migrated):
+    with pytest.raises(SessionNotFound, match="nope"):
+        ss.get_state("nope")
+
+
+# -- append_messages / recent_messages ------------------------------------------------------
+
+def test_append_messages_keeps_order_and_bumps_the_version(migrated):
+    state = ss.create_session("copilot", conversation_history=[{"n": 0}])
+    assert ss.append_messages(state.id, [{"n": 1}, {"n": 2}]) == 2
+    assert ss.append_messages(state.id, [{"n": 3}], expected_version=2) == 3
+    loaded = SessionState.get_by_id(state.id)
+    assert loaded.conversation_history == [{"n": i} for i in range(4)]
+    assert loaded.version == 3 and loaded.updated_at > state.updated_at
+
+
+def test_append_messages_of_every_json_kind_and_to_a_null_history(migrated):
+    Session.create(id="s1")
+    migrated.execute_sql("INSERT INTO session_states (id, session_id, mode) "
+                         "VALUES ('st1', 's1', 'copilot')")
+    values = [{"a": [1, {"b": None}]}, [1, 2], "text", 7, 2.5, True, False, None, "ü✓"]
+    assert ss.append_messages("st1", values) == 2
+    assert SessionState.get_by_id("st1").conversation_history == values
+    assert ss.recent_messages("st1", 4) == values[-4:]
+    assert ss.recent_messages("st1", 100) == values
+
+
+def test_append_messages_in_large_batches(migrated):
+    state = ss.create_session("copilot")
+    batch = [{"i": i} for i in range(150)]  # more than one SQLite function call holds
+    ss.append_messages(state.id, batch)
+    assert SessionState.get_by_id(state.id).conversation_history == batch
+
+
+def test_append_messages_with_a_stale_version_appends_nothing(migrated):
+    state = ss.create_session("copilot", conversation_history=[{"n": 0}])
+    ss.append_messages(state.id, [{"n": 1}])
+    with pytest.raises(StaleStateError) as error:
+        ss.append_messages(state.id, [{"n": "lost?"}], expected_version=1)
+    assert error.value.actual_version == 2
+    assert SessionState.get_by_id(state.id).conversation_history == [{"n": 0}, {"n": 1}]
+
+
+def test_append_messages_refusals(migrated):
+    state = ss.create_session("copilot")
+    before = snapshot(migrated)
+    with pytest.raises(SessionNotFound):
+        ss.append_messages("missing", [{"n": 1}])
+    with pytest.raises(InvalidStateData, match="messages"):
+        ss.append_messages(state.id, [])
+    with pytest.raises(InvalidStateData, match="messages"):
+        ss.append_messages(state.id, {"role": "user"})
+    with pytest.raises(InvalidStateData, match=r"messages\[1\]\['content'\]"):
+        ss.append_messages(state.id, [{"ok": 1}, {"content": "a\x00b"}])
+    assert snapshot(migrated) == before
+
+
+def test_recent_messages(migrated):
+    state = ss.create_session("copilot", conversation_history=[{"n": i} for i in range(10)])
+    assert ss.recent_messages(state.id, 3) == [{"n": 7}, {"n": 8}, {"n": 9}]
+    assert ss.recent_messages(state.id, 1) == [{"n": 9}]
+    empty = ss.create_session("copilot")
+    assert ss.recent_messages(empty.id, 5) == []
+    with pytest.raises(SessionNotFound):
+        ss.recent_messages("missing", 5)
+    with pytest.raises(InvalidStateData, match="limit"):
+        ss.recent_messages(state.id, 0)
+
+
+# -- modify_state ---------------------------------------------------------------------------
+
+def test_modify_state_applies_the_function_and_bumps(migrated):
+    state = ss.create_session("copilot", context_variables={"counter": 0})
+
+    def increment(current):
+        return {"context_variables": {"counter": current.context_variables["counter"] + 1},
+                "current_step": (current.current_step or 0) + 1}
+
+    assert ss.modify_state(state.id, increment) == 2
+    assert ss.modify_state(state.id, increment) == 3
+    loaded = SessionState.get_by_id(state.id)
+    assert loaded.context_variables == {"counter": 2} and loaded.current_step == 2
+
+
+def test_modify_state_retries_after_a_concurrent_write(migrated):
+    state = ss.create_session("copilot", context_variables={"counter": 0})
+    calls = []
+
+    def racing(current):
+        calls.append(current.version)
+        if len(calls) == 1:  # someone else writes between our read and our write
+            ss.update_state(state.id, current.version, current_phase="other writer")
+        return {"context_variables": {"counter": current.context_variables["counter"] + 1}}
+
+    assert ss.modify_state(state.id, racing) == 3
+    assert calls == [1, 2]
+    loaded = SessionState.get_by_id(state.id)
+    assert loaded.current_phase == "other writer"  # the other write is not lost
+    assert loaded.context_variables == {"counter": 1}
+
+
+def test_modify_state_gives_up_after_its_attempts(migrated):
+    state = ss.create_session("copilot")
+    calls = []
+
+    def always_racing(current):
+        calls.append(1)
+        ss.update_state(state.id, current.version, current_step=len(calls))
+        return {"current_phase": "mine"}
+
+    with pytest.raises(StaleStateError):
+        ss.modify_state(state.id, always_racing, attempts=3)
+    assert len(calls) == 3
+    assert SessionState.get_by_id(state.id).current_phase == "init"
+
+
+def test_modify_state_refusals(migrated):
+    state = ss.create_session("copilot")
+    before = snapshot(migrated)
+    with pytest.raises(SessionNotFound):
+        ss.modify_state("missing", lambda s: {})
+    with pytest.raises(InvalidStateData, match="fn"):
+        ss.modify_state(state.id, lambda s: ["not", "a", "dict"])
+    with pytest.raises(InvalidStateData, match="mode"):
+        ss.modify_state(state.id, lambda s: {"mode": "other"})
+    with pytest.raises(InvalidStateData, match="attempts"):
+        ss.modify_state(state.id, lambda s: {}, attempts=0)
+    assert snapshot(migrated) == before
+
+
+# -- status changes -------------------------------------------------------------------------
+
+def test_transitions_follow_the_lifecycle(migrated):
+    state = ss.create_session("copilot")
+    sid = state.session_id
+    assert ss.suspend(sid) == 2
+    assert Session.get_by_id(sid).status == "suspended"
+    assert ss.resume(sid) == 3
+    assert ss.get_state(sid).status == "active"
+    assert ss.complete(sid) == 4
+    session = Session.get_by_id(sid)
+    assert session.status == "completed" and session.last_active_at > state.created_at
+    for final_change in (ss.resume, ss.suspend, ss.expire, ss.complete):
+        with pytest.raises(InvalidTransition) as error:
+            final_change(sid)
+        assert error.value.current == "completed"
+        assert "completed" in str(error.value)
+    assert ss.get_state(sid).version == 4
+
+
+@pytest.mark.parametrize("change, target", [
+    (ss.resume, "active"), (ss.suspend, "suspended")])
+def test_invalid_transitions_name_both_statuses(migrated, change, target):
+    state = ss.create_session("copilot")
+    if target == "suspended":
+        ss.suspend(state.session_id)
+    with pytest.raises(InvalidTransition) as error:
+        change(state.session_id)
+    assert (error.value.current, error.value.requested) == (target, target)
+
+
+def test_expire_from_suspended_and_unknown_sessions(migrated):
+    state = ss.create_session("copilot")
+    ss.suspend(state.session_id)
+    ss.expire(state.session_id)
+    assert ss.get_state(state.session_id).status == "expired"
+    assert Session.get_by_id(state.session_id).status == "expired"
+    with pytest.raises(SessionNotFound):
+        ss.suspend("missing")
+
+
+# -- housekeeping ---------------------------------------------------------------------------
+
+def test_expire_due_across_the_clock_boundary(migrated):
+    soon = ss.create_session("copilot", ttl=60)
+    later = ss.create_session("copilot", ttl=3600)
+    suspended = ss.create_session("copilot", ttl=60)
+    ss.suspend(suspended.session_id)
+    done = ss.create_session("copilot", ttl=60)
+    ss.complete(done.session_id)
+    forever = ss.create_session("copilot")
+
+    assert ss.expire_due() == 0
+    just_before = soon.expires_at - dt.timedelta(microseconds=1)
+    assert ss.expire_due(now=just_before) == 0
+    assert ss.expire_due(now=soon.expires_at + dt.timedelta(seconds=1)) == 2
+    assert ss.get_state(soon.session_id).status == "expired"
+    assert ss.get_state(suspended.session_id).status == "expired"
+    assert Session.get_by_id(soon.session_id).status == "expired"
+    assert ss.get_state(later.session_id).status == "active"
+    assert ss.get_state(done.session_id).status == "completed"
+    assert ss.get_state(forever.session_id).status == "active"
+    assert ss.expire_due(now=soon.expires_at + dt.timedelta(seconds=1)) == 0
+    with pytest.raises(InvalidStateData, match="now"):
+        ss.expire_due(now=dt.datetime(2030, 1, 1))  # naive: ambiguous
+
+
+def test_purge_deletes_old_finished_sessions_with_their_states(migrated):
+    finished = [ss.create_session("copilot") for _ in range(3)]
+    for state in finished[:2]:
+        ss.complete(state.session_id)
+    ss.expire(finished[2].session_id)
+    active = ss.create_session("copilot")
+    cutoff = now() + dt.timedelta(seconds=1)
+    fresh = ss.create_session("copilot")
+    ss.complete(fresh.session_id)
+    ss.update_state(fresh.id, 2, current_phase="after the cutoff")
+    migrated.execute_sql("UPDATE session_states SET updated_at = %s WHERE id = %s" % (
+        "'2999-01-01 00:00:00'" if ss.backends.kind(migrated) != "postgresql"
+        else "'2999-01-01 00:00:00+00'", "'%s'" % fresh.id))
+
+    assert ss.purge(cutoff, statuses=("completed",)) == 2
+    assert ss.purge(cutoff) == 1
+    assert Session.select().count() == 2
+    remaining = {s.session_id for s in SessionState.select()}
+    assert remaining == {active.session_id, fresh.session_id}
+    assert ss.purge(cutoff) == 0
+    with pytest.raises(InvalidStateData, match="statuses"):
+        ss.purge(cutoff, statuses=("bogus",))
+    with pytest.raises(InvalidStateData, match="before"):
+        ss.purge(None)
+
+
+def test_purge_of_thousands(migrated):
+    for i in range(1500):
+        state = ss.create_session("copilot")
+        if i % 3:
+            ss.complete(state.session_id)
+    assert ss.purge(now() + dt.timedelta(seconds=1)) == 1000
+    assert Session.select().count() == 500
+    assert SessionState.select().count() == 500
+
+
+def test_delete_session(migrated):
+    state = ss.create_session("copilot")
+    assert ss.delete_session(state.session_id) is True
+    assert ss.delete_session(state.session_id) is False
+    assert SessionState.select().where(SessionState.id == state.id).count() == 0
+
+
+# -- list_sessions --------------------------------------------------------------------------
+
+def test_list_sessions_newest_first_with_filters_and_paging(migrated):
+    made = []
+    for i in range(7):
+        made.append(ss.create_session("copilot" if i % 2 else "review", name="s%d" % i,
+                                      user_id="u%d" % (i % 3)))
+    ss.complete(made[0].session_id)
+    rows = ss.list_sessions()
+    assert [r["name"] for r in rows] == ["s0", "s6", "s5", "s4", "s3", "s2", "s1"]
+    assert set(rows[0]) >= {"session_id", "name", "user_id", "mode", "status",
+                            "current_phase", "current_step", "updated_at"}
+    assert rows[0]["status"] == "completed" and rows[0]["updated_at"].tzinfo is not None
+    assert [r["name"] for r in ss.list_sessions(status="active", mode="copilot")] == [
+        "s5", "s3", "s1"]
+    assert [r["name"] for r in ss.list_sessions(user_id="u0")] == ["s0", "s6", "s3"]
+    page1 = ss.list_sessions(limit=3)
+    page2 = ss.list_sessions(limit=3, before=page1[-1]["updated_at"])
+    page3 = ss.list_sessions(limit=3, before=page2[-1]["updated_at"])
+    assert [r["name"] for r in page1 + page2 + page3] == [r["name"] for r in rows]
+
+
+def test_list_sessions_shows_a_session_once_with_its_current_state(migrated):
+    state = ss.create_session("copilot", name="one")
+    newer = SessionState.create_for_session(state.session_id, "review", current_phase="p2")
+    newer.save()
+    ss.update_state(newer.id, 1, current_step=3)
+    rows = ss.list_sessions()
+    assert len(rows) == 1 and rows[0]["mode"] == "review" and rows[0]["current_step"] == 3
+
+
+def test_list_sessions_refusals(migrated):
+    with pytest.raises(InvalidStateData, match="status"):
+        ss.list_sessions(status="bogus")
+    with pytest.raises(InvalidStateData, match="limit"):
+        ss.list_sessions(limit=0)
+
+
+def test_list_sessions_uses_indexes_on_sqlite(tmp_path):
+    """The query plan reads through indexes, never a full scan of a table (checked on SQLite)."""
+    database = ss.connect("sqlite:///%s" % (tmp_path / "plans.db"))
+    ss.migrate(database)
+    for filters in ({}, {"status": "active"}, {"user_id": "u"},
+                    {"status": "active", "mode": "copilot"}):
+        sql, params = _listing_sql(filters)
+        plan = [row[3] for row in database.execute_sql("EXPLAIN QUERY PLAN " + sql, params)]
+        text = " | ".join(plan)
+        assert "USING INDEX" in text, text
+        assert not any(step.startswith("SCAN") and "INDEX" not in step for step in plan), text
+        if filters.get("status"):
+            assert "idx_session_states_status_updated" in text, text
+        if not filters or filters.get("status"):
+            assert "TEMP B-TREE" not in text, text  # the index gives the order: no sort
+
+
+def _listing_sql(filters):
+    """The SQL list_sessions runs for `filters`, captured instead of executed."""
+    import peewee as pw
+
+    captured = {}
+    original = pw.ModelSelect.dicts
+
+    def capture(query, *args, **kwargs):
+        captured["sql"] = query.sql()
+        return original(query, *args, **kwargs)
+
+    pw.ModelSelect.dicts = capture
+    try:
+        ss.list_sessions(**filters)
+    finally:
+        pw.ModelSelect.dicts = original
+    return captured["sql"]
+
+
+def test_list_sessions_reads_no_json_column(migrated):
+    ss.create_session("copilot", conversation_history=[{"big": "x" * 1000}])
+    sql, _ = _listing_sql({})
+    for column in ("conversation_history", "context_variables", "plan_data", "meta"):
+        assert column not in sql
