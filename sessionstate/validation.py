@@ -121,6 +121,18 @@ def check_version(value, field="expected_version"):
         _refuse(field, (), "must be a positive integer, got %r" % (value,))
 
 
+# The history is appended to inside the database, which needs an array; the context is a
+# key-value mapping by definition. plan_data may be any JSON value.
+CONTAINER_TYPES = {"conversation_history": (list, tuple), "context_variables": (dict,)}
+
+
+def _check_container(field, value):
+    expected = CONTAINER_TYPES.get(field)
+    if value is not None and expected and not isinstance(value, expected):
+        _refuse(field, (), "must be a %s or None, got %s"
+                % ("list" if list in expected else "dict", type(value).__name__))
+
+
 STATE_CHECKS = {
     "mode": lambda v, depth: check_short_text("mode", v, nullable=False),
     "current_phase": lambda v, depth: check_short_text("current_phase", v, nullable=True),
@@ -135,6 +147,7 @@ def check_state_values(values, max_depth):
     for name, value in values.items():
         if name in JSON_FIELDS:
             check_json(name, value, max_depth)
+            _check_container(name, value)
         elif name in STATE_CHECKS:
             STATE_CHECKS[name](value, max_depth)
         elif name in ("expires_at", "created_at", "updated_at"):

@@ -394,3 +394,12 @@ def test_list_sessions_reads_no_json_column(migrated):
     sql, _ = _listing_sql({})
     for column in ("conversation_history", "context_variables", "plan_data", "meta"):
         assert column not in sql
+
+
+def test_history_must_be_a_list_and_context_a_dict(migrated):
+    with pytest.raises(InvalidStateData, match="conversation_history: must be a list"):
+        ss.create_session("copilot", conversation_history={"role": "user"})
+    state = ss.create_session("copilot")
+    with pytest.raises(InvalidStateData, match="context_variables: must be a dict"):
+        ss.update_state(state.id, 1, context_variables=["a"])
+    assert SessionState.get_by_id(state.id).version == 1
