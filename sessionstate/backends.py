@@ -16,9 +16,11 @@ UTC = dt.timezone.utc
 
 # How deep a JSON value may nest. MariaDB's JSON_VALID check fails at 32 levels ("Limit of
 # 32 on JSON nested structures depth is reached"), so 31 is the most it stores; SQLite's
-# json() stops at 1000 in older releases. We refuse before writing, so every backend answers
-# with InvalidStateData, never a driver error.
-JSON_MAX_DEPTH = {"sqlite": 1000, "postgresql": 1000, "mysql": 31}
+# json() stops at 1000 in older releases. Python's own json module recurses once per level
+# and raises RecursionError near sys.getrecursionlimit() (1000) minus the caller's stack
+# depth, so 512 leaves room for deep call stacks. We refuse before writing, so every backend
+# answers with InvalidStateData, never a driver error or a RecursionError.
+JSON_MAX_DEPTH = {"sqlite": 512, "postgresql": 512, "mysql": 31}
 
 # The Python modules each URL family needs, and the extra that installs them.
 DRIVERS = {
