@@ -388,3 +388,26 @@ def list_sessions(*, user_id=None, status=None, mode=None, limit=100, before=Non
              .order_by(SessionState.updated_at.desc())
              .limit(limit))
     return list(query.dicts())
+
+
+def purge_candidates(before, statuses=("completed", "expired")):
+    """The ids of the sessions purge(before, statuses) would delete now, sorted; deletes nothing.
+
+    For a dry run: the same selection as purge(), read without a lock.
+    """
+    before = check_timestamp("before", before)
+    if before is None:
+        refuse("before", "is required (an aware datetime)")
+    if isinstance(statuses, str) or not statuses or not all(s in STATUSES for s in statuses):
+        refuse("statuses", "must be a non-empty list drawn from %s, got %r"
+               % (", ".join(STATUSES), statuses))
+    statuses = tuple(statuses)
+    _ready_database()
+    candidates = {row[0] for row in SessionState.select(SessionState.session_id).where(
+        SessionState.status.in_(statuses) & (SessionState.updated_at < before)).tuples()}
+    if not candidates:
+        return []
+    keep = {row[0] for row in SessionState.select(SessionState.session_id).where(
+        ~SessionState.status.in_(statuses) | (SessionState.updated_at >= before)
+        | SessionState.updated_at.is_null()).tuples()}
+    return sorted(candidates - keep)
