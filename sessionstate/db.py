@@ -14,7 +14,7 @@ from playhouse import db_url
 
 from . import backends
 from .errors import ConfigurationError
-from .models import MODELS
+from .models import MODELS, database_proxy
 
 ENV_VAR = "SESSIONSTATE_DATABASE_URL"
 DEFAULT_PATH = Path("~/.sessionstate/sessionstate.db")
@@ -102,6 +102,7 @@ def connect(url=None):
     database = open_database(resolve_url(url))
     for model in MODELS:
         model.bind(database, bind_refs=False, bind_backrefs=False)
+    database_proxy.initialize(database)  # for anything that captured the proxy earlier
     _current = database
     return database
 

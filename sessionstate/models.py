@@ -49,6 +49,34 @@ class UTCDateTimeField(pw.FieldDatabaseHook, pw.Field):
         return backends.read_timestamp(value)
 
 
+class LazyDatabase(pw.DatabaseProxy):
+    """Where the models point before connect(): the first query connects to the default.
+
+    So that a script may use the models straight away, as the specification's test does;
+    connect() then binds the models to the real database (and initializes this proxy).
+    """
+
+    def __getattr__(self, attr):
+        if self.obj is None and not attr.startswith("__"):
+            from .db import connect
+
+            connect()
+        return super().__getattr__(attr)
+
+
+database_proxy = LazyDatabase()
+
+
+def bound_database(model):
+    """The real database a model class is bound to, connecting to the default if none yet."""
+    database = model._meta.database
+    if isinstance(database, pw.Proxy):
+        from .db import get_database
+
+        return get_database()
+    return database
+
+
 class BaseModel(pw.Model):
     """Knows whether its row exists, so that save() of a new instance always INSERTs.
 
@@ -64,7 +92,7 @@ class BaseModel(pw.Model):
     def _check_schema(self):
         from .migrate import ensure_migrated
 
-        ensure_migrated(self._meta.database)
+        ensure_migrated(bound_database(type(self)))
 
     def save(self, force_insert=False, only=None):
         self._check_schema()
@@ -75,6 +103,7 @@ class BaseModel(pw.Model):
         return rows
 
     class Meta:
+        database = database_proxy
         legacy_table_names = False
 
 
@@ -94,7 +123,7 @@ class Session(BaseModel):
 
     def save(self, force_insert=False, only=None):
         check_status(self.status)
-        check_json("meta", self.meta, backends.json_max_depth(self._meta.database))
+        check_json("meta", self.meta, backends.json_max_depth(bound_database(Session)))
         self.created_at = check_timestamp("created_at", self.created_at)
         self.last_active_at = check_timestamp("last_active_at", self.last_active_at)
         return super().save(force_insert=force_insert, only=only)
@@ -196,7 +225,7 @@ class SessionState(BaseModel):
             return save_changes(self)
         # __data__ holds the raw session id, where self.session would load the Session row.
         checked = check_state_values(dict(self.__data__),
-                                     backends.json_max_depth(self._meta.database))
+                                     backends.json_max_depth(bound_database(SessionState)))
         for name in ("created_at", "updated_at", "expires_at"):
             if name in checked:
                 setattr(self, name, checked[name])
