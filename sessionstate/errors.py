@@ -64,6 +64,14 @@ class InvalidTransition(SessionStateError):
         )
 
 
+class InvalidExport(SessionStateError, ValueError):
+    """An import document that is not a well-formed export (the message says where)."""
+
+
+class ImportConflict(SessionStateError):
+    """An import whose session or session states already exist in the target database."""
+
+
 __all__ = [
     "SessionStateError",
     "ConfigurationError",
@@ -73,4 +81,6 @@ __all__ = [
     "InvalidStateData",
     "InvalidTransition",
     "DatabaseBusy",
+    "InvalidExport",
+    "ImportConflict",
 ]
