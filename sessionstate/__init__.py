@@ -9,6 +9,8 @@ from .db import connect, get_database
 from .errors import (
     ConfigurationError,
     DatabaseBusy,
+    ImportConflict,
+    InvalidExport,
     InvalidStateData,
     InvalidTransition,
     SchemaNotReady,
@@ -34,6 +36,7 @@ from .lifecycle import (
 from .migrate import migrate, migration_status, rollback
 from .models import Session, SessionState
 from .state import update_state
+from .transfer import export_session, import_session
 
 __version__ = "0.1.0"
 
@@ -57,6 +60,8 @@ __all__ = [
     "purge",
     "delete_session",
     "list_sessions",
+    "export_session",
+    "import_session",
     "Session",
     "SessionState",
     "SessionStateError",
@@ -67,4 +72,6 @@ __all__ = [
     "InvalidStateData",
     "InvalidTransition",
     "DatabaseBusy",
+    "InvalidExport",
+    "ImportConflict",
 ]

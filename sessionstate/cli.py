@@ -104,8 +104,12 @@ def cmd_import(database, args):
     if args.file == "-":
         data = sys.stdin.buffer.read()
     else:
-        with open(args.file, "rb") as source:
-            data = source.read()
+        try:
+            with open(args.file, "rb") as source:
+                data = source.read()
+        except OSError as exc:
+            raise OSError("cannot read the import file %s: %s"
+                          % (args.file, exc.strerror)) from exc
     session_id, count = transfer.import_session(transfer.loads(data))
     print("imported session %s with %d state(s)" % (session_id, count))
 
@@ -133,7 +137,8 @@ def cmd_purge(database, args):
 
 def _write_file(path, text):
     """Write `text` to a regular file all at once: a failure leaves no half-written file."""
-    if os.path.exists(path) and not os.path.isfile(path):  # /dev/stdout, a fifo...
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        # /dev/stdout, a fifo...: written in place
         with open(path, "w", encoding="utf-8") as output:
             output.write(text)
         return
@@ -142,6 +147,8 @@ def _write_file(path, text):
         with open(temporary, "w", encoding="utf-8") as output:
             output.write(text)
         os.replace(temporary, path)
+    except OSError as exc:
+        raise OSError("cannot write the export file %s: %s" % (path, exc.strerror)) from exc
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
@@ -220,7 +227,8 @@ def build_parser():
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the traceback of an error")
 
-    parser = Parser(prog="sessionstate", description=__doc__.splitlines()[0],
+    parser = Parser(prog="sessionstate", description="Migrate, inspect, export, import and "
+                    "clean a sessionstate database.",
                     parents=[common])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=Parser)
