@@ -192,7 +192,8 @@ def test_unknown_ids_conflicts_and_broken_imports_write_nothing(migrated, url, t
             "session %s already exists" % rich,
         # A new session id, but its states' ids are taken: a conflict found before writing.
         variant(document, tmp_path / "states.json", new_session_id):
-            "session state(s) %s" % document["states"][0]["id"],
+            "session state(s) %s already exist" % ", ".join(
+                sorted(state["id"] for state in document["states"])),
         variant(document, tmp_path / "format.json", lambda d: d.update(format="other")):
             "format: expected 'sessionstate-export'",
         variant(document, tmp_path / "type.json",
