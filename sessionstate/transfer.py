@@ -287,7 +287,9 @@ def import_session(document):
                         for state in states[start:start + INSERT_BATCH]]
                 SessionState.insert_many(rows).execute()
     except pw.IntegrityError as exc:
-        # Someone inserted one of these ids between our check and our insert.
-        raise ImportConflict("session %s conflicts with rows written meanwhile (%s); nothing "
-                             "imported" % (session["id"], " ".join(str(exc).split()))) from exc
+        # An id taken between our check and our insert, or two ids of the document that the
+        # database's collation holds equal (MariaDB compares case-insensitively).
+        raise ImportConflict("session %s conflicts with rows of the target database (%s); "
+                             "nothing imported" % (session["id"], " ".join(str(exc).split()))
+                             ) from exc
     return session["id"], len(states)
