@@ -141,12 +141,12 @@ def test_round_trip_of_002_alone_keeps_sessions(db):
     assert [s.id for s in session.session_states] == [state.id]
 
 
-@pytest.mark.parametrize("steps", [0, -1, True, 1.0, "1", None])
-def test_rollback_refuses_a_step_count_that_is_not_a_positive_integer(db, steps):
+def test_rollback_refuses_a_step_count_that_is_not_a_positive_integer(db):
     migrate(db)
-    with pytest.raises(ValueError, match="steps"):
-        rollback(db, steps=steps)
-    assert applied(db) == available()
+    for steps in (0, -1, True, 1.0, "1", None):
+        with pytest.raises(ValueError, match="steps"):
+            rollback(db, steps=steps)
+        assert applied(db) == available(), steps
 
 
 def test_cli_refuses_rollback_steps_zero(url, capsys):
