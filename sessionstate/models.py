@@ -6,11 +6,12 @@ migrations (which keep their own frozen copies); these classes only describe it 
 """
 
 import datetime as dt
+import json
 import uuid
 
 import peewee as pw
 
-from . import backends
+from . import backends, jsoncodec
 from .validation import check_state_values, check_json, check_status, check_timestamp
 
 UTC = dt.timezone.utc
@@ -77,6 +78,37 @@ def bound_database(model):
     return database
 
 
+class JSONField(pw.JSONField):
+    """peewee's JSONField with sessionstate's codec (jsoncodec: orjson, same values as json).
+
+    On SQLite peewee sends every value as json(?), which makes SQLite parse the whole text
+    again only to check it and strip its spaces: the codec's text is valid JSON already, so
+    it goes in as it is (one parse less of up to megabytes per save). Read back, the value is
+    the same either way. MariaDB/MySQL keep JSON text as written, and their JSON functions
+    (the in-database append) write it in json.dumps' format: there the stdlib writes, so that
+    every row's text keeps that one format.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dumps", jsoncodec.dumps)
+        kwargs.setdefault("loads", jsoncodec.loads)
+        self._as_text = False
+        super().__init__(**kwargs)
+        self._codec_dumps = self._dumps
+
+    def _db_hook(self, database):
+        mysql = isinstance(database, pw.MySQLDatabase)
+        self._dumps = json.dumps if mysql and self._codec_dumps is jsoncodec.dumps \
+            else self._codec_dumps
+        super()._db_hook(database)
+        self._as_text = isinstance(database, pw.SqliteDatabase)
+
+    def db_value(self, value):
+        if self._as_text and value is not None and not isinstance(value, pw.Node):
+            return self._dumps(value)
+        return super().db_value(value)
+
+
 class BaseModel(pw.Model):
     """Knows whether its row exists, so that save() of a new instance always INSERTs.
 
@@ -114,7 +146,7 @@ class Session(BaseModel):
     name = pw.CharField(max_length=255, null=True)
     user_id = pw.CharField(max_length=255, null=True)  # indexed: idx_sessions_user_id
     status = pw.CharField(max_length=20, default="active")
-    meta = pw.JSONField(null=True)
+    meta = JSONField(null=True)
     created_at = UTCDateTimeField(default=utcnow)
     last_active_at = UTCDateTimeField(default=utcnow)
 
@@ -144,9 +176,9 @@ class SessionState(BaseModel):
     mode = pw.CharField(max_length=50)  # copilot, planning-control, hitl-interactive
 
     # Serialized state (JSON)
-    conversation_history = pw.JSONField(null=True)  # list of message dicts
-    context_variables = pw.JSONField(null=True)  # key-value context
-    plan_data = pw.JSONField(null=True)  # plan structure if applicable
+    conversation_history = JSONField(null=True)  # list of message dicts
+    context_variables = JSONField(null=True)  # key-value context
+    plan_data = JSONField(null=True)  # plan structure if applicable
 
     # Progress tracking
     current_phase = pw.CharField(max_length=50, null=True)
