@@ -11,6 +11,11 @@ import re
 
 from .errors import InvalidStateData
 
+try:
+    import orjson
+except ImportError:  # pragma: no cover - a dependency; without it every value is walked
+    orjson = None
+
 STATUSES = ("active", "suspended", "completed", "expired")
 JSON_FIELDS = ("conversation_history", "context_variables", "plan_data")
 SHORT_TEXT_LIMIT = 50  # mode and current_phase are String(50) in the specification
@@ -33,12 +38,43 @@ def refuse(field, problem):
     _refuse(field, (), problem)
 
 
+if orjson is not None:
+    # Strict: refuse (TypeError) subclasses, dataclasses, datetimes, integers beyond 53 bits,
+    # non-string keys and lone surrogates, instead of converting them.
+    _STRICT = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
+               | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_STRICT_INTEGER)
+ORJSON_DEPTH_LIMIT = 254  # orjson refuses values nested deeper ("Recursion limit reached")
+
+
+def _plainly_storable(value, max_depth):
+    """True only if check_json's walk would accept `value`: a fast path in C for big values.
+
+    orjson (strict options) refuses most of what the walk refuses. The rest is caught here:
+    NUL characters by their escape in the output; NaN and infinities (written as null), and
+    the non-JSON types orjson converts (UUID, Enum, Fragment), by reading the output back and
+    comparing it with the value. Anything doubtful (including tuples, which read back as
+    lists) returns False, and the walk decides, with its precise error. (The one value that
+    could fool the comparison is a plain Enum whose own __eq__ says it equals its value.)
+    """
+    if orjson is None or max_depth < ORJSON_DEPTH_LIMIT or not isinstance(value, (dict, list)):
+        return False
+    try:
+        encoded = orjson.dumps(value, option=_STRICT)
+    except TypeError:
+        return False
+    if b"\\u0000" in encoded:
+        return False
+    return orjson.loads(encoded) == value
+
+
 def check_json(field, value, max_depth):
     """Refuse a value that JSON cannot hold exactly; the error names the offending path.
 
     Iterative rather than recursive, so that a deeply nested value gets our error instead of
     Python's RecursionError.
     """
+    if _plainly_storable(value, max_depth):
+        return
     stack = [(value, (), 0)]
     while stack:
         item, path, depth = stack.pop()
