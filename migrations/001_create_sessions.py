@@ -37,6 +37,13 @@ def _timestamp(database, **kwargs):
     return field
 
 
+def _table_settings(database):
+    """MariaDB/MySQL compare text case-insensitively by default; ids and statuses must not."""
+    if isinstance(database, pw.MySQLDatabase):
+        return ["DEFAULT CHARSET=utf8mb4", "COLLATE=utf8mb4_bin"]
+    return None
+
+
 def migrate(migrator, database, fake=False):
     @migrator.create_model
     class Session(pw.Model):
@@ -50,6 +57,7 @@ def migrate(migrator, database, fake=False):
 
         class Meta:
             table_name = "sessions"
+            table_settings = _table_settings(database)
 
     Session.add_index(Session.index(Session.user_id, name="idx_sessions_user_id"))
 

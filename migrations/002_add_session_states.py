@@ -47,6 +47,13 @@ def _timestamp(database, *, now_default):
     return field
 
 
+def _table_settings(database):
+    """MariaDB/MySQL compare text case-insensitively by default; ids and statuses must not."""
+    if isinstance(database, pw.MySQLDatabase):
+        return ["DEFAULT CHARSET=utf8mb4", "COLLATE=utf8mb4_bin"]
+    return None
+
+
 def migrate(migrator, database, fake=False):
     Session = migrator.orm["sessions"]
 
@@ -75,6 +82,7 @@ def migrate(migrator, database, fake=False):
 
         class Meta:
             table_name = TABLE
+            table_settings = _table_settings(database)
 
     # peewee-migrate's add_index names indexes itself; the specification's names are ours.
     for name, columns in INDEXES:

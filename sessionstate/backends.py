@@ -137,7 +137,8 @@ def write_timestamp(database, value):
     """
     family = kind(database)
     if family == "sqlite":
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f+00:00")
+        # isoformat pads the year to four digits (strftime's %Y does not below 1000).
+        return value.isoformat(sep=" ", timespec="microseconds")
     if family == "mysql":
         return value.replace(tzinfo=None)  # DATETIME(6) holds UTC, without a zone
     return value

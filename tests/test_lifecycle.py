@@ -403,3 +403,22 @@ def test_history_must_be_a_list_and_context_a_dict(migrated):
     with pytest.raises(InvalidStateData, match="context_variables: must be a dict"):
         ss.update_state(state.id, 1, context_variables=["a"])
     assert SessionState.get_by_id(state.id).version == 1
+
+
+def test_text_compares_case_sensitively_on_every_backend(migrated):
+    ss.create_session("copilot", name="lower")
+    ss.create_session("Copilot", name="upper")
+    assert [r["name"] for r in ss.list_sessions(mode="copilot")] == ["lower"]
+    Session.create(id="abc")
+    Session.create(id="ABC")  # a distinct id, not a duplicate, on MariaDB too
+    assert Session.select().where(Session.id.in_(["abc", "ABC"])).count() == 2
+
+
+def test_timestamps_before_the_year_1000_keep_their_order(migrated):
+    early = ss.create_session("copilot")
+    late = ss.create_session("copilot")
+    ss.update_state(early.id, 1, expires_at=dt.datetime(999, 1, 1, tzinfo=UTC))
+    ss.update_state(late.id, 1, expires_at=dt.datetime(2999, 1, 1, tzinfo=UTC))
+    order = SessionState.select().order_by(SessionState.expires_at)
+    assert [s.id for s in order] == [early.id, late.id]
+    assert SessionState.get_by_id(early.id).expires_at == dt.datetime(999, 1, 1, tzinfo=UTC)
