@@ -19,6 +19,7 @@ from .errors import (DatabaseBusy, InvalidStateData, InvalidTransition, SessionN
 from .migrate import ensure_migrated
 from .models import Session, SessionState, utcnow
 from .state import bump, checked_changes, missing_or_stale
+from .statements import compiled, param
 from .validation import (STATUSES, check_id, check_json, check_short_text, check_state_values,
                          check_timestamp, check_version, refuse)
 
@@ -133,11 +134,13 @@ def create_session(mode, *, name=None, user_id=None, meta=None, ttl=None,
 def get_state(session_id):
     """The session's current state: its most recently updated one. SessionNotFound if none."""
     check_id("session_id", session_id)
-    _ready_database()
-    state = _latest_state_query(session_id).first()
-    if state is None:
+    database = _ready_database()
+    statement = compiled(database, "get_state",
+                         lambda: _latest_state_query(param("session_id")))
+    rows = statement.rows({"session_id": SessionState.session_id.db_value(session_id)})
+    if not rows:
         raise SessionNotFound("no session with id %r" % (session_id,))
-    return state
+    return rows[0]
 
 
 def recent_messages(state_id, limit):
@@ -367,8 +370,22 @@ def list_sessions(*, user_id=None, status=None, mode=None, limit=100, before=Non
         check_short_text("mode", mode, nullable=False)
     _positive_int("limit", limit, maximum=10_000)
     before = check_timestamp("before", before)
-    _ready_database()
+    database = _ready_database()
+    # Built with the values (the query is what peewee would run), compiled once per shape.
+    query = _listing_query(status, mode, user_id, before, limit).dicts()
+    shape = tuple(value is not None for value in (status, mode, user_id, before))
+    statement = compiled(database, ("list_sessions",) + shape, lambda: _listing_query(
+        *[param(name) if present else None for name, present in zip(LISTING_FILTERS, shape)],
+        limit=param("limit")))
+    values = {"status": status, "mode": mode, "user_id": user_id, "limit": limit,
+              "before": SessionState.updated_at.db_value(before)}
+    return statement.rows(values, query)
 
+
+LISTING_FILTERS = ("status", "mode", "user_id", "before")
+
+
+def _listing_query(status, mode, user_id, before, limit):
     newer = SessionState.alias("newer")
     has_newer_state = (newer.select(pw.SQL("1"))
                        .where((newer.session_id == SessionState.session_id)
@@ -382,12 +399,11 @@ def list_sessions(*, user_id=None, status=None, mode=None, limit=100, before=Non
         where &= Session.user_id == user_id
     if before is not None:
         where &= SessionState.updated_at < before
-    query = (SessionState.select(*SUMMARY_COLUMNS)
-             .join(Session, on=(SessionState.session_id == Session.id))
-             .where(where)
-             .order_by(SessionState.updated_at.desc())
-             .limit(limit))
-    return list(query.dicts())
+    return (SessionState.select(*SUMMARY_COLUMNS)
+            .join(Session, on=(SessionState.session_id == Session.id))
+            .where(where)
+            .order_by(SessionState.updated_at.desc())
+            .limit(limit))
 
 
 def purge_candidates(before, statuses=("completed", "expired")):

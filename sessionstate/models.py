@@ -84,7 +84,8 @@ class JSONField(pw.JSONField):
     On SQLite peewee sends every value as json(?), which makes SQLite parse the whole text
     again only to check it and strip its spaces: the codec's text is valid JSON already, so
     it goes in as it is (one parse less of up to megabytes per save). Read back, the value is
-    the same either way. MariaDB/MySQL keep JSON text as written, and their JSON functions
+    the same either way. On SQLite and MariaDB the value is thus a plain text parameter, which
+    lets compiled statements (statements.py) take it. MariaDB/MySQL keep JSON text as written, and their JSON functions
     (the in-database append) write it in json.dumps' format: there the stdlib writes, so that
     every row's text keeps that one format.
     """
@@ -101,7 +102,9 @@ class JSONField(pw.JSONField):
         self._dumps = json.dumps if mysql and self._codec_dumps is jsoncodec.dumps \
             else self._codec_dumps
         super()._db_hook(database)
-        self._as_text = isinstance(database, pw.SqliteDatabase)
+        # MariaDB: peewee's value there is the bare text parameter too (no CAST, no function).
+        self._as_text = isinstance(database, pw.SqliteDatabase) or (
+            mysql and getattr(database, "mariadb", False))
 
     def db_value(self, value):
         if self._as_text and value is not None and not isinstance(value, pw.Node):

@@ -11,6 +11,7 @@ from .db import get_database
 from .errors import InvalidStateData, SessionNotFound, StaleStateError
 from .migrate import ensure_migrated
 from .models import SessionState, utcnow
+from .statements import compiled, param, plain
 from .validation import check_id, check_state_values, check_version
 
 # What update_state may change: the state's data and progress, its status and expiry.
@@ -45,8 +46,24 @@ def missing_or_stale(state_id, expected_version):
 
 
 def bump(state_id, expected_version, changes, now):
-    """Run the version-bump UPDATE for already-checked `changes`; returns the new version."""
-    values = {SessionState._meta.fields[name]: value for name, value in changes.items()}
+    """Run the version-bump UPDATE for already-checked `changes`; returns the new version.
+
+    The UPDATE for a given set of fields is compiled once per database (statements); a value
+    that converts to an SQL expression rather than a parameter takes peewee's own path.
+    """
+    fields = SessionState._meta.fields
+    names = tuple(sorted(changes))
+    values = {name: fields[name].db_value(value) for name, value in changes.items()}
+    if plain(values.values()):
+        values["updated_at"] = SessionState.updated_at.db_value(now)
+        values["state_id"] = SessionState.id.db_value(state_id)
+        values["expected_version"] = SessionState.version.db_value(expected_version)
+        statement = compiled(SessionState._meta.database, ("bump",) + names,
+                             lambda: _bump_query(names))
+        if statement.rows_affected(values) != 1:
+            raise missing_or_stale(state_id, expected_version)
+        return expected_version + 1
+    values = {fields[name]: value for name, value in changes.items()}
     values[SessionState.updated_at] = now
     values[SessionState.version] = SessionState.version + 1
     query = SessionState.update(values).where(
@@ -55,6 +72,15 @@ def bump(state_id, expected_version, changes, now):
     if query.execute() != 1:
         raise missing_or_stale(state_id, expected_version)
     return expected_version + 1
+
+
+def _bump_query(names):
+    values = {SessionState._meta.fields[name]: param(name) for name in names}
+    values[SessionState.updated_at] = param("updated_at")
+    values[SessionState.version] = SessionState.version + 1
+    return SessionState.update(values).where(
+        (SessionState.id == param("state_id"))
+        & (SessionState.version == param("expected_version")))
 
 
 def update_state(state_id, expected_version, **changes):

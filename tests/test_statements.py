@@ -1,0 +1,113 @@
+"""Compiled statements: the hot paths run the very SQL peewee would, compiled once per database.
+
+The SQL text each cached statement runs must equal what peewee compiles for the same query
+with the call's values, and the parameters must be those values, converted as peewee would.
+"""
+
+import datetime as dt
+
+import pytest
+
+import sessionstate as ss
+from sessionstate import lifecycle, state as state_module
+from sessionstate.models import SessionState
+from sessionstate.statements import compiled, param
+
+UTC = dt.timezone.utc
+
+
+@pytest.fixture
+def executed(migrated, monkeypatch):
+    """The (sql, params) of every statement run while the test runs."""
+    statements = []
+    original = migrated.execute_sql
+
+    def recording(sql, params=None, *args, **kwargs):
+        statements.append((sql, list(params or ())))
+        return original(sql, params, *args, **kwargs)
+
+    monkeypatch.setattr(migrated, "execute_sql", recording)
+    return statements
+
+
+def peewee_sql(query):
+    sql, params = query.sql()
+    return sql, list(params)
+
+
+def comparable(params):
+    """Parameters as comparable values (psycopg's Jsonb wrappers compare by their object)."""
+    return [getattr(value, "obj", value) for value in params]
+
+
+def test_get_state_runs_peewee_sql(migrated, executed):
+    created = ss.create_session("copilot", conversation_history=[{"role": "user"}])
+    executed.clear()
+    got = ss.get_state(created.session_id)
+    assert got.id == created.id and got.conversation_history == [{"role": "user"}]
+    assert got._stored  # a loaded row: save() updates it (version-checked)
+    expected = peewee_sql(lifecycle._latest_state_query(created.session_id))
+    assert executed == [expected]
+
+
+def test_update_state_runs_peewee_sql(migrated, executed, monkeypatch):
+    created = ss.create_session("copilot")
+    now = dt.datetime(2031, 2, 3, 4, 5, 6, 789, tzinfo=UTC)
+    monkeypatch.setattr(state_module, "utcnow", lambda: now)
+    changes = {"context_variables": {"a": [1, "é"]}, "current_step": 4, "status": "suspended",
+               "expires_at": now, "plan_data": None}
+    executed.clear()
+    assert ss.update_state(created.id, 1, **changes) == 2
+    values = {SessionState._meta.fields[name]: value for name, value in changes.items()}
+    values[SessionState.updated_at] = now
+    values[SessionState.version] = SessionState.version + 1
+    expected_sql, expected_params = peewee_sql(SessionState.update(values).where(
+        (SessionState.id == created.id) & (SessionState.version == 1)))
+    [(sql, params)] = executed
+    assert sql == expected_sql
+    assert comparable(params) == comparable(expected_params)
+    got = ss.get_state(created.session_id)
+    assert (got.context_variables, got.current_step, got.status, got.expires_at, got.version) \
+        == ({"a": [1, "é"]}, 4, "suspended", now, 2)
+
+
+def test_stale_and_missing_are_still_told_apart(migrated):
+    created = ss.create_session("copilot")
+    ss.update_state(created.id, 1, current_step=1)
+    with pytest.raises(ss.StaleStateError):
+        ss.update_state(created.id, 1, current_step=2)
+    with pytest.raises(ss.SessionNotFound):
+        ss.update_state("no-such-state", 1, current_step=2)
+
+
+@pytest.mark.parametrize("filters", [
+    {}, {"status": "active"}, {"mode": "copilot", "user_id": "u"},
+    {"status": "active", "mode": "copilot", "user_id": "u",
+     "before": dt.datetime(2099, 1, 1, tzinfo=UTC)},
+])
+def test_list_sessions_runs_peewee_sql(migrated, executed, filters):
+    ss.create_session("copilot", user_id="u")
+    executed.clear()
+    rows = ss.list_sessions(limit=7, **filters)
+    assert len(rows) == 1 and rows[0]["user_id"] == "u"
+    query = lifecycle._listing_query(filters.get("status"), filters.get("mode"),
+                                     filters.get("user_id"), filters.get("before"), 7)
+    assert executed == [peewee_sql(query)]
+
+
+def test_statements_are_compiled_once_per_database(tmp_path):
+    first = ss.connect("sqlite:///%s" % (tmp_path / "one.db"))
+    builds = []
+
+    def build():
+        builds.append(1)
+        return SessionState.select().where(SessionState.id == param("id"))
+
+    for _ in range(3):
+        compiled(first, "probe", build)
+    assert len(builds) == 1
+    second = ss.connect("sqlite:///%s" % (tmp_path / "two.db"))
+    compiled(second, "probe", build)
+    assert len(builds) == 2
+    first.close()
+    second.close()
