@@ -8,9 +8,12 @@ timestamp is written, how deep a JSON value may nest, and how to serialise migra
 import contextlib
 import datetime as dt
 import importlib.util
+import random
 import time
 
 import peewee as pw
+
+from .errors import DatabaseBusy
 
 UTC = dt.timezone.utc
 
@@ -119,8 +122,10 @@ def _enable_wal(database):
                 database.execute_sql("PRAGMA journal_mode=wal")
             return
         except pw.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
+            if "locked" not in str(exc):
                 raise
+            if time.monotonic() > deadline:
+                raise DatabaseBusy("could not switch %s to WAL: %s" % (database.database, exc))
             time.sleep(0.05)
 
 
@@ -189,16 +194,26 @@ def migration_lock(database):
             database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
             yield
     else:
-        with database.connection_context():
-            database.execute_sql("SELECT GET_LOCK(%s, %s)", (MIGRATION_LOCK_NAME, 60))
+        opened_here = database.is_closed()  # keep a connection the caller already had open
+        database.connect(reuse_if_open=True)
+        try:
+            got = database.execute_sql("SELECT GET_LOCK(%s, %s)",
+                                       (MIGRATION_LOCK_NAME, MIGRATION_LOCK_SECONDS)).fetchone()[0]
+            if got != 1:
+                raise DatabaseBusy("another process held the migration lock for %d s"
+                                   % MIGRATION_LOCK_SECONDS)
             try:
                 yield
             finally:
                 database.execute_sql("SELECT RELEASE_LOCK(%s)", (MIGRATION_LOCK_NAME,))
+        finally:
+            if opened_here:
+                database.close()
 
 
 MIGRATION_LOCK_KEY = 0x5E55_1057  # any constant shared by every process of this library
 MIGRATION_LOCK_NAME = "sessionstate_migrations"
+MIGRATION_LOCK_SECONDS = 60
 
 
 def append_to_array(database, field, messages):
@@ -289,6 +304,26 @@ TRANSIENT_ERROR_MARKERS = (
     "(1213,",
     "(1205,",
 )
+
+
+TRANSIENT_ATTEMPTS = 8  # lock timeouts, deadlock victims: retried this often, then DatabaseBusy
+
+
+def with_retries(operation):
+    """Run `operation`, retrying on lock contention; DatabaseBusy if it never gets through.
+
+    `operation` must be safe to run again: a whole transaction, or one statement.
+    """
+    for attempt in range(TRANSIENT_ATTEMPTS):
+        try:
+            return operation()
+        except pw.OperationalError as exc:
+            if not is_transient(exc):
+                raise
+            if attempt == TRANSIENT_ATTEMPTS - 1:
+                raise DatabaseBusy("the database stayed busy after %d attempts: %s"
+                                   % (TRANSIENT_ATTEMPTS, exc)) from exc
+            time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
 
 
 def is_transient(error):

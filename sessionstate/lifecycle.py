@@ -14,8 +14,7 @@ import peewee as pw
 
 from . import backends
 from .db import get_database
-from .errors import (DatabaseBusy, InvalidStateData, InvalidTransition, SessionNotFound,
-                     StaleStateError)
+from .errors import InvalidTransition, SessionNotFound, StaleStateError
 from .migrate import ensure_migrated
 from .models import Session, SessionState, utcnow
 from .state import bump, checked_changes, missing_or_stale
@@ -31,7 +30,6 @@ TRANSITIONS = {
     "expired": set(),
 }
 LIVE = ("active", "suspended")
-TRANSIENT_ATTEMPTS = 8  # lock timeouts, deadlock victims: retried this often, then DatabaseBusy
 ID_BATCH = 500  # ids per IN (...) list, well under every backend's parameter limit
 NAME_LIMIT = 255
 
@@ -42,20 +40,6 @@ def _ready_database():
     database = get_database()
     ensure_migrated(database)
     return database
-
-
-def _with_retries(operation):
-    """Run `operation`, retrying on lock contention; DatabaseBusy if it never gets through."""
-    for attempt in range(TRANSIENT_ATTEMPTS):
-        try:
-            return operation()
-        except pw.OperationalError as exc:
-            if not backends.is_transient(exc):
-                raise
-            if attempt == TRANSIENT_ATTEMPTS - 1:
-                raise DatabaseBusy("the database stayed busy after %d attempts: %s"
-                                   % (TRANSIENT_ATTEMPTS, exc)) from exc
-            time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
 
 
 def _positive_int(field, value, maximum=None):
@@ -127,7 +111,7 @@ def create_session(mode, *, name=None, user_id=None, meta=None, ttl=None,
             session.save(force_insert=True)
             state.save(force_insert=True)
 
-    _with_retries(insert_both)
+    backends.with_retries(insert_both)
     return state
 
 
@@ -193,7 +177,7 @@ def append_messages(state_id, messages, expected_version=None):
             return (SessionState.select(SessionState.version)
                     .where(SessionState.id == state_id).scalar())
 
-    return _with_retries(run)
+    return backends.with_retries(run)
 
 
 def modify_state(state_id, fn, *, attempts=5):
@@ -228,10 +212,10 @@ def modify_state(state_id, fn, *, attempts=5):
 
     for attempt in range(attempts - 1):
         try:
-            return _with_retries(lambda: read_apply_write(lock=False))
+            return backends.with_retries(lambda: read_apply_write(lock=False))
         except StaleStateError:
             time.sleep(random.uniform(0.0005, 0.002) * (attempt + 1))
-    return _with_retries(under_lock)
+    return backends.with_retries(under_lock)
 
 
 # -- status changes -------------------------------------------------------------------------
@@ -255,7 +239,7 @@ def _transition(session_id, target):
                 Session.id == session_id).execute()
             return version
 
-    return _with_retries(run)
+    return backends.with_retries(run)
 
 
 def suspend(session_id):
@@ -308,7 +292,7 @@ def expire_due(now=None):
                     Session.id.in_([session_id for _, session_id in batch])).execute()
             return count
 
-    return _with_retries(run)
+    return backends.with_retries(run)
 
 
 def purge(before, statuses=("completed", "expired")):
@@ -338,14 +322,14 @@ def purge(before, statuses=("completed", "expired")):
             return sum(Session.delete().where(Session.id.in_(batch)).execute()
                        for batch in _chunks(doomed))
 
-    return _with_retries(run)
+    return backends.with_retries(run)
 
 
 def delete_session(session_id):
     """Delete a session and (by cascade) its states; False if there was no such session."""
     check_id("session_id", session_id)
     _ready_database()
-    return _with_retries(lambda: Session.delete().where(Session.id == session_id).execute()) > 0
+    return backends.with_retries(lambda: Session.delete().where(Session.id == session_id).execute()) > 0
 
 
 # -- listing --------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def update_state(state_id, expected_version, **changes):
     database = get_database()
     checked = checked_changes(changes, database)
     ensure_migrated(database)
-    return bump(state_id, expected_version, checked, utcnow())
+    return backends.with_retries(lambda: bump(state_id, expected_version, checked, utcnow()))
 
 
 def save_changes(state):
@@ -108,7 +108,8 @@ def save_changes(state):
     checked = checked_changes(dirty, database)
     ensure_migrated(database)
     now = utcnow()
-    state.version = bump(state.id, state.version, checked, now)
+    state.version = backends.with_retries(
+        lambda: bump(state.id, state.version, checked, now))
     state.updated_at = now
     state._dirty.clear()
     return 1
