@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import peewee as pw
+from playhouse import pool as playhouse_pool
 import pytest
 
 import sessionstate
@@ -306,3 +307,17 @@ def test_server_environment_variable_selects_the_server(url, monkeypatch):
     sessionstate.migrate(database)
     assert {"sessions", "session_states"} <= set(database.get_tables())
     database.close()
+
+
+def test_pool_url_variants_work_end_to_end(url, backend):
+    scheme, rest = url.split("://", 1)
+    database = sessionstate.connect("%s+pool://%s" % (scheme, rest))
+    assert isinstance(database, playhouse_pool.PooledDatabase)
+    assert backends.kind(database) == backend
+    sessionstate.migrate(database)
+    state = sessionstate.create_session("copilot", conversation_history=[{"n": 1}])
+    assert sessionstate.append_messages(state.id, [{"n": 2}]) == 2
+    assert sessionstate.get_state(state.session_id).conversation_history == [{"n": 1}, {"n": 2}]
+    if backend == "mysql":
+        assert database.mariadb is True
+    database.close_all()
