@@ -6,6 +6,7 @@ anything one of them would refuse, with a message that names the field and the p
 """
 
 import datetime as dt
+import gc
 import math
 import re
 
@@ -44,17 +45,18 @@ if orjson is not None:
     _STRICT = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
                | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_STRICT_INTEGER)
 ORJSON_DEPTH_LIMIT = 254  # orjson refuses values nested deeper ("Recursion limit reached")
+_JSON_TYPES = frozenset((dict, list, tuple, str, int, float, bool, type(None)))
 
 
 def _plainly_storable(value, max_depth):
     """True only if check_json's walk would accept `value`: a fast path in C for big values.
 
-    orjson (strict options) refuses most of what the walk refuses. The rest is caught here:
-    NUL characters by their escape in the output; NaN and infinities (written as null), and
-    the non-JSON types orjson converts (UUID, Enum, Fragment), by reading the output back and
-    comparing it with the value. Anything doubtful (including tuples, which read back as
-    lists) returns False, and the walk decides, with its precise error. (The one value that
-    could fool the comparison is a plain Enum whose own __eq__ says it equals its value.)
+    Strict orjson refuses most of what the walk refuses: non-string keys, integers beyond 53
+    bits (well inside 64), lone surrogates, values nested deeper than it goes, and most
+    non-JSON types. A NUL character shows as its escape in the output. What orjson would
+    still write is checked by _only_json_types: the types it converts (UUID, Enum, Fragment)
+    and NaN and the infinities (which it writes as null). Anything doubtful returns False,
+    and the walk decides, with its precise error.
     """
     if orjson is None or max_depth < ORJSON_DEPTH_LIMIT or not isinstance(value, (dict, list)):
         return False
@@ -62,9 +64,26 @@ def _plainly_storable(value, max_depth):
         encoded = orjson.dumps(value, option=_STRICT)
     except TypeError:
         return False
-    if b"\\u0000" in encoded:
-        return False
-    return orjson.loads(encoded) == value
+    return b"\\u0000" not in encoded and _only_json_types(value)
+
+
+def _only_json_types(value):
+    """True if every object inside `value` is of an exact JSON type and no float is NaN/inf.
+
+    gc.get_referents() lists, at C speed, the items of the lists and tuples and the values of
+    the dicts of one level (the keys too, unless all are strings: orjson has checked those),
+    so each level costs two C calls rather than a Python loop over its items.
+    """
+    level = [value]
+    while level:
+        types = set(map(type, level))
+        if not types <= _JSON_TYPES:
+            return False
+        if float in types and not all(math.isfinite(item) for item in level
+                                      if type(item) is float):
+            return False
+        level = gc.get_referents(*level)
+    return True
 
 
 def check_json(field, value, max_depth):

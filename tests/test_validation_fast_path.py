@@ -22,6 +22,17 @@ class Color(enum.Enum):
     RED = 1
 
 
+class Sneaky(enum.Enum):
+    """Says it equals its value: a read-back comparison would take it for plain JSON."""
+
+    ONE = 1
+
+    def __eq__(self, other):
+        return other == self.value
+
+    __hash__ = enum.Enum.__hash__
+
+
 class Level(enum.IntEnum):
     LOW = 1
 
@@ -63,11 +74,12 @@ VALUES = [
     {"s": "a\x00b"}, {"k\x00": 1}, ["\\u0000 is text here, not NUL"],
     {"s": "lone \ud800"}, {"\udfff": 1},
     {1: "int key"}, {"a": {None: 1}}, {("t", 1): 1}, {Name("k"): "str-subclass key"},
-    [uuid.UUID(int=1)], [Color.RED], {"l": Level.LOW}, [orjson.Fragment(b"[1]")],
+    [uuid.UUID(int=1)], [Color.RED], [Sneaky.ONE], {"l": Level.LOW}, [orjson.Fragment(b"[1]")],
     [dt.datetime(2030, 1, 1)], [dt.date(2030, 1, 1)], [Point(1)], [Decimal("1.5")],
     [b"bytes"], [{1, 2}], [1 + 2j], [object()], [len],
     (1, 2), [(1, [2])], [Name("s")], Mapping(a=1), [Mapping(a=1)], [Ratio(1.5)],
-    [Ratio(math.nan)], [True, False],
+    [Ratio(math.nan)], [True, False], {"general keys": 1, 2: 3}, [[[[{"a": [1.5, -0.0]}]]]],
+    [{"deep": [{"x": math.nan}]}], [[], {}, [()]],
     nested(31), nested(32), nested(254), nested(255), nested(600),
 ]
 DEPTHS = (31, 512, 1000)
