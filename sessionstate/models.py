@@ -133,9 +133,38 @@ class BaseModel(pw.Model):
         self._check_schema()
         if not self._stored:
             force_insert = True
-        rows = super().save(force_insert=force_insert, only=only)
+        rows = None
+        if force_insert and only is None:
+            rows = self._insert_compiled()
+        if rows is None:
+            rows = super().save(force_insert=force_insert, only=only)
         self._stored = True
         return rows
+
+    def _insert_compiled(self):
+        """peewee's INSERT of save(), compiled once per database and set of fields.
+
+        None (nothing done) where peewee's own path is needed: no primary key value yet, or a
+        value that converts to an SQL expression rather than a parameter.
+        """
+        from .statements import compiled, param, plain
+
+        meta = self._meta
+        if self._pk is None:
+            return None
+        field_dict = self.__data__.copy()
+        self._populate_unsaved_relations(field_dict)
+        names = tuple(sorted(field_dict))
+        values = {name: meta.fields[name].db_value(field_dict[name]) for name in names}
+        if not plain(values.values()):
+            return None
+        model = type(self)
+        statement = compiled(bound_database(model), ("insert", model) + names,
+                             lambda: model.insert({meta.fields[name]: param(name)
+                                                   for name in names}))
+        statement.execute(values)
+        self._dirty -= set(field_dict)
+        return 1
 
     class Meta:
         database = database_proxy

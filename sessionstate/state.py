@@ -10,7 +10,7 @@ from . import backends
 from .db import get_database
 from .errors import InvalidStateData, SessionNotFound, StaleStateError
 from .migrate import ensure_migrated
-from .models import SessionState, utcnow
+from .models import SessionState, bound_database, utcnow
 from .statements import compiled, param, plain
 from .validation import check_id, check_state_values, check_version
 
@@ -58,7 +58,7 @@ def bump(state_id, expected_version, changes, now):
         values["updated_at"] = SessionState.updated_at.db_value(now)
         values["state_id"] = SessionState.id.db_value(state_id)
         values["expected_version"] = SessionState.version.db_value(expected_version)
-        statement = compiled(SessionState._meta.database, ("bump",) + names,
+        statement = compiled(bound_database(SessionState), ("bump",) + names,
                              lambda: _bump_query(names))
         if statement.rows_affected(values) != 1:
             raise missing_or_stale(state_id, expected_version)

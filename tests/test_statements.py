@@ -111,3 +111,22 @@ def test_statements_are_compiled_once_per_database(tmp_path):
     assert len(builds) == 2
     first.close()
     second.close()
+
+
+def test_save_of_a_new_row_runs_peewee_insert(migrated, executed):
+    session = ss.Session(name="n", user_id="u", meta={"k": ["é", 1]}, status="active")
+    state = SessionState.create_for_session(session.id, "copilot",
+                                            conversation_history=[{"role": "user"}])
+    expected = [peewee_sql(type(row).insert(**row.__data__)) for row in (session, state)]
+    executed.clear()
+    session.save()
+    state.save()
+    inserts = [(sql, comparable(params)) for sql, params in executed if sql.startswith("INSERT")]
+    assert inserts == [(sql, comparable(params)) for sql, params in expected]
+    assert state._stored and not state._dirty
+    got = ss.get_state(session.id)
+    assert got.id == state.id and got.conversation_history == [{"role": "user"}]
+    assert ss.Session.get_by_id(session.id).meta == {"k": ["é", 1]}
+    state.current_step = 3
+    state.save()  # a stored row: the version-checked update, not an insert
+    assert ss.get_state(session.id).current_step == 3
