@@ -216,19 +216,23 @@ MIGRATION_LOCK_NAME = "sessionstate_migrations"
 MIGRATION_LOCK_SECONDS = 60
 
 
-def append_to_array(database, field, messages):
+def append_to_array(database, field, messages, placeholder=None):
     """SQL for "the JSON array in `field` (NULL read as []) with `messages` appended".
 
     Written around peewee's JSONField.append(), which appends a single value and leaves a
     NULL history NULL; here the whole batch goes in one expression, inside the database.
+    With `placeholder` (name -> SQL node), the expression takes placeholders where the
+    messages' values go, named as in append_values(), so that it can be compiled once.
     """
     family = kind(database)
     dumps = field._dumps
     if family == "postgresql":
-        batch = database._adapter.jsonb_type(list(messages), dumps=dumps)
+        batch = (placeholder("batch") if placeholder
+                 else database._adapter.jsonb_type(list(messages), dumps=dumps))
         return pw.Expression(pw.fn.COALESCE(field, pw.SQL("'[]'::jsonb")), "||", batch)
     if family == "mysql":
-        batch = pw.Value(dumps(list(messages)), converter=False)
+        batch = (placeholder("batch") if placeholder
+                 else pw.Value(dumps(list(messages)), converter=False))
         if not database.mariadb:
             batch = pw.Cast(batch, "JSON")
         return pw.fn.JSON_MERGE_PRESERVE(pw.fn.COALESCE(field, pw.fn.JSON_ARRAY()), batch)
@@ -237,10 +241,22 @@ def append_to_array(database, field, messages):
     expression = pw.fn.COALESCE(field, pw.fn.json("[]"))
     for start in range(0, len(messages), SQLITE_APPEND_CHUNK):
         arguments = []
-        for message in messages[start:start + SQLITE_APPEND_CHUNK]:
-            arguments += ["$[#]", pw.fn.json(dumps(message))]
+        for index in range(start, min(start + SQLITE_APPEND_CHUNK, len(messages))):
+            value = placeholder("m%d" % index) if placeholder else dumps(messages[index])
+            arguments += ["$[#]", pw.fn.json(value)]
         expression = pw.fn.json_insert(expression, *arguments)
     return expression
+
+
+def append_values(database, field, messages):
+    """The values of the placeholders of append_to_array(..., placeholder) for `messages`."""
+    family = kind(database)
+    dumps = field._dumps
+    if family == "postgresql":
+        return {"batch": database._adapter.jsonb_type(list(messages), dumps=dumps)}
+    if family == "mysql":
+        return {"batch": dumps(list(messages))}
+    return {"m%d" % index: dumps(message) for index, message in enumerate(messages)}
 
 
 SQLITE_APPEND_CHUNK = 60

@@ -156,28 +156,61 @@ def append_messages(state_id, messages, expected_version=None):
     database = _ready_database()
     check_json("messages", list(messages), backends.json_max_depth(database))
     history = SessionState.conversation_history
-    values = {
-        history: backends.append_to_array(database, history, list(messages)),
-        SessionState.updated_at: utcnow(),
-        SessionState.version: SessionState.version + 1,
-    }
-    where = SessionState.id == state_id
-    if expected_version is not None:
-        where &= SessionState.version == expected_version
+    checked = expected_version is not None
+    # Compiled once per database, batch size (up to APPEND_COMPILED) and kind of call.
+    if len(messages) <= APPEND_COMPILED:
+        append = compiled(database, ("append", len(messages), checked),
+                          lambda: _append_query(database, len(messages), checked))
+        values = backends.append_values(database, history, list(messages))
+        values["updated_at"] = SessionState.updated_at.db_value(utcnow())
+        values["state_id"] = SessionState.id.db_value(state_id)
+        values["expected_version"] = SessionState.version.db_value(expected_version)
+        execute_append = lambda: append.rows_affected(values)  # noqa: E731
+    else:
+        query = _append_query(database, len(messages), checked, messages=list(messages),
+                              state_id=state_id, expected_version=expected_version)
+        execute_append = query.execute
+    values_id = SessionState.id.db_value(state_id)
+    read_version = compiled(database, "version", lambda: (
+        SessionState.select(SessionState.version)
+        .where(SessionState.id == param("state_id")).tuples()))
 
     def run():
         with backends.write_lock(database):
-            if SessionState.update(values).where(where).execute() != 1:
+            if execute_append() != 1:
                 if expected_version is None:
                     raise SessionNotFound("no session state with id %r" % (state_id,))
                 raise missing_or_stale(state_id, expected_version)
             if expected_version is not None:
                 return expected_version + 1
             # Still inside the transaction: our UPDATE holds the row, so this is our version.
-            return (SessionState.select(SessionState.version)
-                    .where(SessionState.id == state_id).scalar())
+            return read_version.rows({"state_id": values_id})[0][0]
 
     return backends.with_retries(run)
+
+
+APPEND_COMPILED = 16  # batch sizes whose append statement is compiled once and kept
+
+
+def _append_query(database, count, checked, messages=None, state_id=None,
+                  expected_version=None):
+    """The append UPDATE: with the given values, or with placeholders (statements.param)."""
+    history = SessionState.conversation_history
+    if messages is None:
+        expression = backends.append_to_array(database, history, range(count), param)
+        updated_at, state_id, expected_version = (
+            param("updated_at"), param("state_id"), param("expected_version"))
+    else:
+        expression = backends.append_to_array(database, history, messages)
+        updated_at = utcnow()
+    where = SessionState.id == state_id
+    if checked:
+        where &= SessionState.version == expected_version
+    return SessionState.update({
+        history: expression,
+        SessionState.updated_at: updated_at,
+        SessionState.version: SessionState.version + 1,
+    }).where(where)
 
 
 def modify_state(state_id, fn, *, attempts=5):

@@ -130,3 +130,20 @@ def test_save_of_a_new_row_runs_peewee_insert(migrated, executed):
     state.current_step = 3
     state.save()  # a stored row: the version-checked update, not an insert
     assert ss.get_state(session.id).current_step == 3
+
+
+@pytest.mark.parametrize("count", [1, 3, 70])
+@pytest.mark.parametrize("expected_version", [None, 1])
+def test_append_runs_peewee_sql(migrated, executed, monkeypatch, count, expected_version):
+    created = ss.create_session("copilot", conversation_history=[{"n": -1}])
+    now = dt.datetime(2031, 2, 3, 4, 5, 6, 789, tzinfo=UTC)
+    monkeypatch.setattr(lifecycle, "utcnow", lambda: now)
+    messages = [{"n": i, "text": "é%d" % i} for i in range(count)]
+    expected = peewee_sql(lifecycle._append_query(
+        migrated, count, expected_version is not None, messages=messages, state_id=created.id,
+        expected_version=expected_version))
+    executed.clear()
+    assert ss.append_messages(created.id, messages, expected_version=expected_version) == 2
+    updates = [(sql, comparable(params)) for sql, params in executed if sql.startswith("UPDATE")]
+    assert updates == [(expected[0], comparable(expected[1]))]
+    assert ss.get_state(created.session_id).conversation_history == [{"n": -1}] + messages
