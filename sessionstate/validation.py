@@ -44,45 +44,51 @@ if orjson is not None:
     # non-string keys and lone surrogates, instead of converting them.
     _STRICT = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
                | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_STRICT_INTEGER)
-ORJSON_DEPTH_LIMIT = 254  # orjson refuses values nested deeper ("Recursion limit reached")
 _JSON_TYPES = frozenset((dict, list, tuple, str, int, float, bool, type(None)))
+_CONTAINERS = frozenset((dict, list, tuple))
 
 
 def _plainly_storable(value, max_depth):
     """True only if check_json's walk would accept `value`: a fast path in C for big values.
 
     Strict orjson refuses most of what the walk refuses: non-string keys, integers beyond 53
-    bits (well inside 64), lone surrogates, values nested deeper than it goes, and most
-    non-JSON types. A NUL character shows as its escape in the output. What orjson would
-    still write is checked by _only_json_types: the types it converts (UUID, Enum, Fragment)
-    and NaN and the infinities (which it writes as null). Anything doubtful returns False,
-    and the walk decides, with its precise error.
+    bits (well inside 64), lone surrogates, values nested deeper than it goes (254 levels),
+    and most non-JSON types. A NUL character shows as its escape in the output. What orjson
+    would still write is checked by _only_json_types: the types it converts (UUID, Enum,
+    Fragment), NaN and the infinities (which it writes as null), and a depth limit below
+    orjson's own (MariaDB's). Anything doubtful returns False, and the walk decides, with
+    its precise error.
     """
-    if orjson is None or max_depth < ORJSON_DEPTH_LIMIT or not isinstance(value, (dict, list)):
+    if orjson is None or not isinstance(value, (dict, list)):
         return False
     try:
         encoded = orjson.dumps(value, option=_STRICT)
     except TypeError:
         return False
-    return b"\\u0000" not in encoded and _only_json_types(value)
+    return b"\\u0000" not in encoded and _only_json_types(value, max_depth)
 
 
-def _only_json_types(value):
-    """True if every object inside `value` is of an exact JSON type and no float is NaN/inf.
+def _only_json_types(value, max_depth):
+    """True if every object inside `value` is of an exact JSON type, no float is NaN or
+    infinite, and no container is nested deeper than `max_depth`.
 
     gc.get_referents() lists, at C speed, the items of the lists and tuples and the values of
     the dicts of one level (the keys too, unless all are strings: orjson has checked those),
     so each level costs two C calls rather than a Python loop over its items.
     """
     level = [value]
+    depth = 1  # of the containers in `level`, counted as check_json counts
     while level:
         types = set(map(type, level))
         if not types <= _JSON_TYPES:
+            return False
+        if depth > max_depth and not types.isdisjoint(_CONTAINERS):
             return False
         if float in types and not all(math.isfinite(item) for item in level
                                       if type(item) is float):
             return False
         level = gc.get_referents(*level)
+        depth += 1
     return True
 
 

@@ -82,7 +82,7 @@ VALUES = [
     [{"deep": [{"x": math.nan}]}], [[], {}, [()]],
     nested(31), nested(32), nested(254), nested(255), nested(600),
 ]
-DEPTHS = (31, 512, 1000)
+DEPTHS = (1, 2, 3, 31, 512, 1000)
 
 
 def walk_only(monkeypatch, value, depth):
@@ -120,6 +120,8 @@ def test_fast_path_takes_plain_histories():
     assert validation._plainly_storable([MESSAGE] * 100, 512)
     assert validation._plainly_storable({"a": [1, "b", None, 2.5]}, 512)
     # ... and leaves to the walk what it cannot vouch for.
-    assert not validation._plainly_storable([MESSAGE], 31)  # MariaDB's depth: walked
+    assert validation._plainly_storable([MESSAGE], 31)  # MariaDB's depth, counted by level
+    assert not validation._plainly_storable(nested(32), 31)
+    assert validation._plainly_storable(nested(31), 31)
     assert not validation._plainly_storable([1.0, math.nan], 512)
     assert not validation._plainly_storable([uuid.UUID(int=1)], 512)
