@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: migrate rollback status test clean
+.PHONY: migrate rollback status test bench clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ status: $(STAMP)  ## list applied and pending migrations
 
 test: $(STAMP)  ## run the test suite
 	$(BIN)/python -m pytest
+
+bench: $(STAMP)  ## sessionstate vs hand-written SQL: BACKEND=sqlite (default), postgresql or mysql
+	@$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/python -m pip install --quiet --disable-pip-version-check 'matplotlib>=3.7,<4' || echo "(matplotlib not installable: the bench runs without its chart)"
+	$(BIN)/python -m bench.run --backend "$(BACKEND)" $(BENCH_ARGS)
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) build *.egg-info .pytest_cache
