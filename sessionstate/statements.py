@@ -34,7 +34,7 @@ def param(name):
 class Statement:
     """A query compiled once: its SQL, its parameters with Slots, and the query for its rows."""
 
-    __slots__ = ("database", "query", "sql", "params", "slots")
+    __slots__ = ("database", "query", "sql", "params", "slots", "columns")
 
     def __init__(self, database, query):
         self.database = database
@@ -43,6 +43,7 @@ class Statement:
         self.params = list(params)
         self.slots = [(index, value.name) for index, value in enumerate(self.params)
                       if isinstance(value, Slot)]
+        self.columns = None  # how peewee's row wrapper read the result's columns, once known
 
     def execute(self, values):
         """Run the statement with `values` (name -> database value); returns the cursor."""
@@ -52,12 +53,32 @@ class Statement:
         return self.database.execute_sql(self.sql, params)
 
     def rows(self, values, query=None):
-        """The rows, as the query (or `query`, of the same shape) would give them."""
+        """The rows, as the query (or `query`, of the same shape) would give them.
+
+        peewee's row wrapper works out, from the cursor's description, which column is which
+        field and how to convert it, at every execution; the result's columns are the same
+        every time here, so what it worked out the first time is handed to the next wrappers.
+        """
         query = self.query if query is None else query  # (a query's truth runs it)
-        return list(query._get_cursor_wrapper(self.execute(values)))
+        wrapper = query._get_cursor_wrapper(self.execute(values))
+        known = self.columns
+        if known is not None and type(wrapper) is known[0]:
+            wrapper.__dict__.update(known[1])
+            wrapper.initialized = True
+        rows = list(wrapper)
+        if known is None and wrapper.initialized:
+            self.columns = (type(wrapper), {name: wrapper.__dict__[name] for name in
+                                            _WRAPPER_COLUMNS if name in wrapper.__dict__})
+        return rows
 
     def rows_affected(self, values):
         return self.database.rows_affected(self.execute(values))
+
+
+# What peewee's model row wrappers compute in initialize() (peewee 4.x): the columns and
+# their fields and converters.
+_WRAPPER_COLUMNS = ("columns", "fields", "converters", "no_convert", "convert", "ncols",
+                    "unique_columns")
 
 
 def compiled(database, key, build):

@@ -147,3 +147,21 @@ def test_append_runs_peewee_sql(migrated, executed, monkeypatch, count, expected
     updates = [(sql, comparable(params)) for sql, params in executed if sql.startswith("UPDATE")]
     assert updates == [(expected[0], comparable(expected[1]))]
     assert ss.get_state(created.session_id).conversation_history == [{"n": -1}] + messages
+
+
+def test_later_executions_convert_their_rows_as_the_first(migrated):
+    when = dt.datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    first = ss.create_session("copilot", conversation_history=[{"a": 1}], ttl=60)
+    second = ss.create_session("review", conversation_history=[{"b": "é"}],
+                               context_variables={"k": [1.5]})
+    ss.update_state(second.id, 1, expires_at=when, current_step=2)
+    for _ in range(2):
+        one, two = ss.get_state(first.session_id), ss.get_state(second.session_id)
+        assert (one.mode, one.conversation_history, one.version) == ("copilot", [{"a": 1}], 1)
+        assert (two.mode, two.conversation_history, two.context_variables, two.expires_at,
+                two.current_step, two.version) == ("review", [{"b": "é"}], {"k": [1.5]}, when,
+                                                   2, 2)
+        assert isinstance(one.updated_at, dt.datetime) and one.updated_at.tzinfo is not None
+        rows = ss.list_sessions()
+        assert [row["mode"] for row in rows] == ["review", "copilot"]
+        assert all(row["updated_at"].tzinfo is not None for row in rows)
