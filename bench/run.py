@@ -501,8 +501,10 @@ def chart(summaries, family, path):
     except ImportError:
         log("(matplotlib is not installed: no chart)")
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=False)
-    for axis, workload in zip(axes, ("W2", "W3", "W4")):
+    shown = [w for w in ("W2", "W3", "W4") if any(n.startswith(w + " ") for n in summaries)]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.4 * len(shown) + 0.2, 4.2),
+                             squeeze=False)
+    for axis, workload in zip(axes[0], shown):
         for side, style in (("sessionstate", "o-"), ("baseline", "s--")):
             points = [(size, summaries["%s n=%d" % (workload, size)][side]["p50_ms"])
                       for size in SIZES if "%s n=%d" % (workload, size) in summaries]
