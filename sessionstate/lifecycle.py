@@ -328,10 +328,11 @@ def expire_due(now=None):
     return backends.with_retries(run)
 
 
-def purge(before, statuses=("completed", "expired")):
-    """Delete sessions whose states are all in `statuses` and last updated before `before`.
+def _purgeable(before, statuses):
+    """The condition on Session.id that selects what purge(before, statuses) deletes.
 
-    Their states go with them through ON DELETE CASCADE. Returns the number of sessions.
+    A session goes when it has a state in `statuses` last updated before `before`, and no
+    state that is not. The database does the selection: no id travels to Python and back.
     """
     before = check_timestamp("before", before)
     if before is None:
@@ -340,15 +341,21 @@ def purge(before, statuses=("completed", "expired")):
         refuse("statuses", "must be a non-empty list drawn from %s, got %r"
                % (", ".join(STATUSES), statuses))
     statuses = tuple(statuses)
-    database = _ready_database()
-
-    # One DELETE, its selection done by the database: no id travels to Python and back.
     candidates = SessionState.select(SessionState.session_id).where(
         SessionState.status.in_(statuses) & (SessionState.updated_at < before))
     keep = SessionState.select(SessionState.session_id).where(
         ~SessionState.status.in_(statuses) | (SessionState.updated_at >= before)
         | SessionState.updated_at.is_null())
-    doomed = Session.delete().where(Session.id.in_(candidates) & Session.id.not_in(keep))
+    return Session.id.in_(candidates) & Session.id.not_in(keep)
+
+
+def purge(before, statuses=("completed", "expired")):
+    """Delete sessions whose states are all in `statuses` and last updated before `before`.
+
+    Their states go with them through ON DELETE CASCADE. Returns the number of sessions.
+    """
+    doomed = Session.delete().where(_purgeable(before, statuses))
+    database = _ready_database()
 
     def run():
         with backends.write_lock(database):
@@ -357,11 +364,22 @@ def purge(before, statuses=("completed", "expired")):
     return backends.with_retries(run)
 
 
+def purge_candidates(before, statuses=("completed", "expired")):
+    """The ids of the sessions purge(before, statuses) would delete now, sorted; deletes nothing.
+
+    For a dry run: the same selection as purge(), read without a lock.
+    """
+    query = Session.select(Session.id).where(_purgeable(before, statuses)).order_by(Session.id)
+    _ready_database()
+    return [row[0] for row in query.tuples()]
+
+
 def delete_session(session_id):
     """Delete a session and (by cascade) its states; False if there was no such session."""
     check_id("session_id", session_id)
     _ready_database()
-    return backends.with_retries(lambda: Session.delete().where(Session.id == session_id).execute()) > 0
+    query = Session.delete().where(Session.id == session_id)
+    return backends.with_retries(query.execute) > 0
 
 
 # -- listing --------------------------------------------------------------------------------
@@ -420,26 +438,3 @@ def _listing_query(status, mode, user_id, before, limit):
             .where(where)
             .order_by(SessionState.updated_at.desc())
             .limit(limit))
-
-
-def purge_candidates(before, statuses=("completed", "expired")):
-    """The ids of the sessions purge(before, statuses) would delete now, sorted; deletes nothing.
-
-    For a dry run: the same selection as purge(), read without a lock.
-    """
-    before = check_timestamp("before", before)
-    if before is None:
-        refuse("before", "is required (an aware datetime)")
-    if isinstance(statuses, str) or not statuses or not all(s in STATUSES for s in statuses):
-        refuse("statuses", "must be a non-empty list drawn from %s, got %r"
-               % (", ".join(STATUSES), statuses))
-    statuses = tuple(statuses)
-    _ready_database()
-    candidates = {row[0] for row in SessionState.select(SessionState.session_id).where(
-        SessionState.status.in_(statuses) & (SessionState.updated_at < before)).tuples()}
-    if not candidates:
-        return []
-    keep = {row[0] for row in SessionState.select(SessionState.session_id).where(
-        ~SessionState.status.in_(statuses) | (SessionState.updated_at >= before)
-        | SessionState.updated_at.is_null()).tuples()}
-    return sorted(candidates - keep)
