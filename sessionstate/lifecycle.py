@@ -19,16 +19,9 @@ from .migrate import ensure_migrated
 from .models import Session, SessionState, utcnow
 from .state import bump, checked_changes, missing_or_stale
 from .statements import compiled, param
-from .validation import (STATUSES, check_id, check_json, check_short_text, check_state_values,
-                         check_timestamp, check_version, refuse)
+from .validation import (STATUSES, TRANSITIONS, check_id, check_json, check_short_text,
+                         check_state_values, check_timestamp, check_version, refuse)
 
-# Which status may follow which; completed and expired are final.
-TRANSITIONS = {
-    "active": {"suspended", "completed", "expired"},
-    "suspended": {"active", "completed", "expired"},
-    "completed": set(),
-    "expired": set(),
-}
 LIVE = ("active", "suspended")
 ID_BATCH = 500  # ids per IN (...) list, well under every backend's parameter limit
 NAME_LIMIT = 255
@@ -266,11 +259,7 @@ def _transition(session_id, target):
                 raise SessionNotFound("no session with id %r" % (session_id,))
             if target not in TRANSITIONS[state.status]:
                 raise InvalidTransition(state.status, target, session_id)
-            now = utcnow()
-            version = bump(state.id, state.version, {"status": target}, now)
-            Session.update(status=target, last_active_at=now).where(
-                Session.id == session_id).execute()
-            return version
+            return bump(state.id, state.version, {"status": target}, utcnow())
 
     return backends.with_retries(run)
 

@@ -18,6 +18,13 @@ except ImportError:  # pragma: no cover - a dependency; without it every value i
     orjson = None
 
 STATUSES = ("active", "suspended", "completed", "expired")
+# Which status may follow which; completed and expired are final.
+TRANSITIONS = {
+    "active": {"suspended", "completed", "expired"},
+    "suspended": {"active", "completed", "expired"},
+    "completed": set(),
+    "expired": set(),
+}
 JSON_FIELDS = ("conversation_history", "context_variables", "plan_data")
 SHORT_TEXT_LIMIT = 50  # mode and current_phase are String(50) in the specification
 INT64 = 2**63

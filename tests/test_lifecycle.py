@@ -422,3 +422,36 @@ def test_timestamps_before_the_year_1000_keep_their_order(migrated):
     order = SessionState.select().order_by(SessionState.expires_at)
     assert [s.id for s in order] == [early.id, late.id]
     assert SessionState.get_by_id(early.id).expires_at == dt.datetime(999, 1, 1, tzinfo=UTC)
+
+
+def test_save_writes_json_edited_in_place(migrated):
+    state = ss.create_session("copilot", conversation_history=[{"n": 0}])
+    loaded = ss.get_state(state.session_id)
+    loaded.conversation_history.append({"n": 1})
+    loaded.context_variables["k"] = "v"
+    loaded.save()
+    again = ss.get_state(state.session_id)
+    assert again.conversation_history == [{"n": 0}, {"n": 1}]
+    assert again.context_variables == {"k": "v"} and again.version == 2
+
+
+def test_final_statuses_stay_final_through_update_state(migrated):
+    state = ss.create_session("copilot")
+    version = ss.expire(state.session_id)
+    with pytest.raises(InvalidTransition) as error:
+        ss.update_state(state.id, version, status="active")
+    assert (error.value.current, error.value.requested) == ("expired", "active")
+    assert ss.get_state(state.session_id).status == "expired"
+    assert ss.get_state(state.session_id).version == version
+    assert Session.get_by_id(state.session_id).status == "expired"
+    with pytest.raises(StaleStateError):  # a stale version is still reported as stale
+        ss.update_state(state.id, version - 1, status="active")
+
+
+def test_a_status_change_through_update_state_moves_the_session_too(migrated):
+    state = ss.create_session("copilot")
+    assert ss.update_state(state.id, 1, status="suspended") == 2
+    assert Session.get_by_id(state.session_id).status == "suspended"
+    assert ss.update_state(state.id, 2, status="suspended", current_step=1) == 3
+    assert ss.update_state(state.id, 3, status="completed") == 4
+    assert Session.get_by_id(state.session_id).status == "completed"

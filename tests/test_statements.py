@@ -54,7 +54,8 @@ def test_update_state_runs_peewee_sql(migrated, executed, monkeypatch):
     created = ss.create_session("copilot")
     now = dt.datetime(2031, 2, 3, 4, 5, 6, 789, tzinfo=UTC)
     monkeypatch.setattr(state_module, "utcnow", lambda: now)
-    changes = {"context_variables": {"a": [1, "é"]}, "current_step": 4, "status": "suspended",
+    # (A status change takes another path: guarded by the lifecycle, moving the session too.)
+    changes = {"context_variables": {"a": [1, "é"]}, "current_step": 4,
                "expires_at": now, "plan_data": None}
     executed.clear()
     assert ss.update_state(created.id, 1, **changes) == 2
@@ -68,7 +69,7 @@ def test_update_state_runs_peewee_sql(migrated, executed, monkeypatch):
     assert comparable(params) == comparable(expected_params)
     got = ss.get_state(created.session_id)
     assert (got.context_variables, got.current_step, got.status, got.expires_at, got.version) \
-        == ({"a": [1, "é"]}, 4, "suspended", now, 2)
+        == ({"a": [1, "é"]}, 4, "active", now, 2)
 
 
 def test_stale_and_missing_are_still_told_apart(migrated):

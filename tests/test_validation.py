@@ -223,9 +223,14 @@ def test_a_refused_instance_can_be_fixed_and_saved(state):
 
 def test_boundary_values_are_accepted(state):
     version = 2
-    for status in ("active", "suspended", "completed", "expired"):
+    for status in ("active", "suspended", "active"):
         version = update_state(state.id, version, status=status)
         assert SessionState.get_by_id(state.id).status == status
+    for final in ("completed", "expired"):  # final statuses: each on a state of its own
+        other = SessionState.create_for_session(state.session_id, "copilot")
+        other.save()
+        update_state(other.id, 1, status=final)
+        assert SessionState.get_by_id(other.id).status == final
     for step in (0, -1, 2**31 - 1, -(2**31), None):
         version = update_state(state.id, version, current_step=step)
         assert SessionState.get_by_id(state.id).current_step == step
