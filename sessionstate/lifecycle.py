@@ -67,10 +67,11 @@ def _chunks(items, size=ID_BATCH):
 
 
 def _latest_state_query(session_id, *columns):
-    """The session's most recently updated state (ties: the newest created)."""
+    """The session's most recently updated state (ties: the newest created, then the id)."""
     return (SessionState.select(*columns)
             .where(SessionState.session_id == session_id)
-            .order_by(SessionState.updated_at.desc(), SessionState.created_at.desc())
+            .order_by(SessionState.updated_at.desc(), SessionState.created_at.desc(),
+                      SessionState.id.desc())
             .limit(1))
 
 
@@ -384,7 +385,8 @@ def list_sessions(*, user_id=None, status=None, mode=None, limit=100, before=Non
     """Summaries of sessions, newest updated first, without reading the JSON columns.
 
     One row per session (its current state). Page with `before`: pass the last row's
-    updated_at to get the next page.
+    "cursor" (its updated_at and state id, so rows updated at the same instant are neither
+    skipped nor repeated); a plain aware datetime lists the rows updated strictly earlier.
     """
     _optional_text("user_id", user_id)
     if status is not None and status not in STATUSES:
@@ -392,27 +394,44 @@ def list_sessions(*, user_id=None, status=None, mode=None, limit=100, before=Non
     if mode is not None:
         check_short_text("mode", mode, nullable=False)
     _positive_int("limit", limit, maximum=10_000)
-    before = check_timestamp("before", before)
+    before, before_id = _listing_cursor(before)
     database = _ready_database()
     # Built with the values (the query is what peewee would run), compiled once per shape.
-    query = _listing_query(status, mode, user_id, before, limit).dicts()
-    shape = tuple(value is not None for value in (status, mode, user_id, before))
+    query = _listing_query(status, mode, user_id, before, before_id, limit).dicts()
+    shape = tuple(value is not None for value in (status, mode, user_id, before, before_id))
     statement = compiled(database, ("list_sessions",) + shape, lambda: _listing_query(
         *[param(name) if present else None for name, present in zip(LISTING_FILTERS, shape)],
         limit=param("limit")))
     values = {"status": status, "mode": mode, "user_id": user_id, "limit": limit,
-              "before": SessionState.updated_at.db_value(before)}
-    return statement.rows(values, query)
+              "before": SessionState.updated_at.db_value(before), "before_id": before_id}
+    rows = statement.rows(values, query)
+    for row in rows:
+        row["cursor"] = (row["updated_at"], row["state_id"])
+    return rows
 
 
-LISTING_FILTERS = ("status", "mode", "user_id", "before")
+LISTING_FILTERS = ("status", "mode", "user_id", "before", "before_id")
 
 
-def _listing_query(status, mode, user_id, before, limit):
+def _listing_cursor(before):
+    """(updated_at, state_id or None) from a row's cursor or a plain datetime."""
+    if isinstance(before, (tuple, list)):
+        if len(before) != 2:
+            refuse("before", "must be a datetime or a row's cursor (updated_at, state_id)")
+        check_id("before", before[1])
+        return check_timestamp("before", before[0]), before[1]
+    return check_timestamp("before", before), None
+
+
+def _listing_query(status, mode, user_id, before, before_id, limit):
     newer = SessionState.alias("newer")
-    has_newer_state = (newer.select(pw.SQL("1"))
-                       .where((newer.session_id == SessionState.session_id)
-                              & (newer.updated_at > SessionState.updated_at)))
+    same_time = newer.updated_at == SessionState.updated_at
+    has_newer_state = (newer.select(pw.SQL("1")).where(
+        (newer.session_id == SessionState.session_id)
+        & ((newer.updated_at > SessionState.updated_at)  # the order of get_state
+           | (same_time & (newer.created_at > SessionState.created_at))
+           | (same_time & (newer.created_at == SessionState.created_at)
+              & (newer.id > SessionState.id)))))
     where = ~pw.fn.EXISTS(has_newer_state)
     if status is not None:
         where &= SessionState.status == status
@@ -420,10 +439,13 @@ def _listing_query(status, mode, user_id, before, limit):
         where &= SessionState.mode == mode
     if user_id is not None:
         where &= Session.user_id == user_id
-    if before is not None:
+    if before is not None and before_id is not None:
+        where &= ((SessionState.updated_at < before)
+                  | ((SessionState.updated_at == before) & (SessionState.id < before_id)))
+    elif before is not None:
         where &= SessionState.updated_at < before
     return (SessionState.select(*SUMMARY_COLUMNS)
             .join(Session, on=(SessionState.session_id == Session.id))
             .where(where)
-            .order_by(SessionState.updated_at.desc())
+            .order_by(SessionState.updated_at.desc(), SessionState.id.desc())
             .limit(limit))

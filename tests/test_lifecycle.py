@@ -366,8 +366,10 @@ def test_list_sessions_uses_indexes_on_sqlite(tmp_path):
         assert not any(step.startswith("SCAN") and "INDEX" not in step for step in plan), text
         if filters.get("status"):
             assert "idx_session_states_status_updated" in text, text
-        if not filters or filters.get("status"):
+        if filters.get("status"):
             assert "TEMP B-TREE" not in text, text  # the index gives the order: no sort
+        if not filters:  # the spec's updated_at index gives the order; ids sort within ties
+            assert "TEMP B-TREE FOR ORDER BY" not in text, text
 
 
 def _listing_sql(filters):
@@ -455,3 +457,28 @@ def test_a_status_change_through_update_state_moves_the_session_too(migrated):
     assert ss.update_state(state.id, 2, status="suspended", current_step=1) == 3
     assert ss.update_state(state.id, 3, status="completed") == 4
     assert Session.get_by_id(state.session_id).status == "completed"
+
+
+def test_paging_with_the_cursor_neither_skips_nor_repeats_tied_rows(migrated):
+    made = {ss.create_session("copilot", ttl=0.001).session_id for _ in range(12)}
+    import time
+    time.sleep(0.01)
+    assert ss.expire_due() == 12  # one sweep: the same updated_at for all twelve
+    seen, before = [], None
+    while True:
+        page = ss.list_sessions(status="expired", limit=5, before=before)
+        if not page:
+            break
+        seen += [row["session_id"] for row in page]
+        before = page[-1]["cursor"]
+    assert len(seen) == 12 and set(seen) == made
+
+
+def test_states_updated_at_the_same_instant_list_once(migrated):
+    state = ss.create_session("copilot", name="tied")
+    twin = SessionState.create_for_session(state.session_id, "review")
+    twin.created_at = twin.updated_at = state.updated_at
+    twin.save()
+    rows = ss.list_sessions()
+    assert len(rows) == 1
+    assert rows[0]["state_id"] == ss.get_state(state.session_id).id

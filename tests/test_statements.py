@@ -85,14 +85,16 @@ def test_stale_and_missing_are_still_told_apart(migrated):
     {}, {"status": "active"}, {"mode": "copilot", "user_id": "u"},
     {"status": "active", "mode": "copilot", "user_id": "u",
      "before": dt.datetime(2099, 1, 1, tzinfo=UTC)},
+    {"status": "active", "before": (dt.datetime(2099, 1, 1, tzinfo=UTC), "zzz")},
 ])
 def test_list_sessions_runs_peewee_sql(migrated, executed, filters):
     ss.create_session("copilot", user_id="u")
     executed.clear()
     rows = ss.list_sessions(limit=7, **filters)
     assert len(rows) == 1 and rows[0]["user_id"] == "u"
+    before, before_id = lifecycle._listing_cursor(filters.get("before"))
     query = lifecycle._listing_query(filters.get("status"), filters.get("mode"),
-                                     filters.get("user_id"), filters.get("before"), 7)
+                                     filters.get("user_id"), before, before_id, 7)
     assert executed == [peewee_sql(query)]
 
 
