@@ -92,6 +92,9 @@ def prepare(database):
         _enable_wal(database)
     elif family == "mysql":
         _detect_mariadb(database)
+    else:
+        with database.connection_context():  # fail here, as on MariaDB, if unreachable
+            pass
     return database
 
 

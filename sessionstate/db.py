@@ -60,7 +60,7 @@ def open_database(url):
         raise ConfigurationError("malformed database URL %r: %s" % (shown, exc)) from None
     family = backends.kind_of_scheme(parts.scheme)
     if family is None or parts.scheme not in db_url.schemes:
-        known = ", ".join(sorted(db_url.schemes))
+        known = ", ".join(sorted(s for s in db_url.schemes if backends.kind_of_scheme(s)))
         raise ConfigurationError(
             "unknown database URL scheme %r in %r; use one of: %s" % (parts.scheme, shown, known)
         )
@@ -71,6 +71,10 @@ def open_database(url):
             % (family, shown, extra)
         )
     if family == "sqlite":
+        if parts.netloc or not url.startswith(parts.scheme + "://"):
+            raise ConfigurationError(
+                "malformed SQLite URL %r: local files take three slashes, "
+                "sqlite:///relative/path.db or sqlite:////absolute/path.db" % shown)
         _check_sqlite_folder(parts.path[1:])
     try:
         database = db_url.connect(url, **backends.connect_params(family))

@@ -19,12 +19,12 @@ from .migrate import ensure_migrated
 from .models import Session, SessionState, utcnow
 from .state import bump, checked_changes, missing_or_stale
 from .statements import compiled, param
-from .validation import (STATUSES, TRANSITIONS, check_id, check_json, check_short_text,
-                         check_state_values, check_timestamp, check_version, refuse)
+from .validation import (INT32, STATUSES, TRANSITIONS, check_id, check_json,
+                         check_optional_text, check_short_text, check_state_values,
+                         check_timestamp, check_version, refuse)
 
 LIVE = ("active", "suspended")
 ID_BATCH = 500  # ids per IN (...) list, well under every backend's parameter limit
-NAME_LIMIT = 255
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -35,30 +35,26 @@ def _ready_database():
     return database
 
 
-def _positive_int(field, value, maximum=None):
+def _positive_int(field, value, maximum=INT32 - 1):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         refuse(field, "must be a positive integer, got %r" % (value,))
-    if maximum is not None and value > maximum:
+    if value > maximum:
         refuse(field, "must be at most %d, got %d" % (maximum, value))
 
 
-def _optional_text(field, value):
-    if value is None:
-        return
-    if not isinstance(value, str) or len(value) > NAME_LIMIT or "\x00" in value:
-        refuse(field, "must be a string of at most %d characters without NUL, got %r"
-               % (NAME_LIMIT, value))
-
-
-def _ttl(value):
-    """ttl as a positive timedelta (seconds may be given as a number)."""
-    if value is None:
+def _expiry(now, ttl):
+    """now + ttl (seconds, or a timedelta) as an aware datetime; None without a ttl."""
+    if ttl is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = dt.timedelta(seconds=value)
-    if not isinstance(value, dt.timedelta) or value <= dt.timedelta(0):
-        refuse("ttl", "must be a positive number of seconds or timedelta, got %r" % (value,))
-    return value
+    try:
+        if isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
+            ttl = dt.timedelta(seconds=ttl)
+        if isinstance(ttl, dt.timedelta) and ttl > dt.timedelta(0):
+            return now + ttl
+    except (ValueError, OverflowError):  # NaN, infinities, beyond year 9999
+        pass
+    refuse("ttl", "must be a positive number of seconds or timedelta that ends before the "
+           "year 10000, got %r" % (ttl,))
 
 
 def _chunks(items, size=ID_BATCH):
@@ -82,11 +78,11 @@ def create_session(mode, *, name=None, user_id=None, meta=None, ttl=None,
     """Create a session and its active state in one transaction; returns the SessionState."""
     database = get_database()
     check_short_text("mode", mode, nullable=False)
-    _optional_text("name", name)
-    _optional_text("user_id", user_id)
+    check_optional_text("name", name)
+    check_optional_text("user_id", user_id)
     check_json("meta", meta, backends.json_max_depth(database))
-    ttl = _ttl(ttl)
     now = utcnow()
+    expires_at = _expiry(now, ttl)
     session = Session(name=name, user_id=user_id, meta=meta, status="active",
                       created_at=now, last_active_at=now)
     state = SessionState.create_for_session(
@@ -94,7 +90,7 @@ def create_session(mode, *, name=None, user_id=None, meta=None, ttl=None,
         conversation_history=[] if conversation_history is None else conversation_history,
         context_variables={} if context_variables is None else context_variables,
         plan_data=plan_data,
-        expires_at=now + ttl if ttl else None,
+        expires_at=expires_at,
     )
     state.created_at = state.updated_at = now
     check_state_values(dict(state.__data__), backends.json_max_depth(database))
@@ -388,7 +384,7 @@ def list_sessions(*, user_id=None, status=None, mode=None, limit=100, before=Non
     "cursor" (its updated_at and state id, so rows updated at the same instant are neither
     skipped nor repeated); a plain aware datetime lists the rows updated strictly earlier.
     """
-    _optional_text("user_id", user_id)
+    check_optional_text("user_id", user_id)
     if status is not None and status not in STATUSES:
         refuse("status", "%r is not one of %s" % (status, ", ".join(STATUSES)))
     if mode is not None:

@@ -12,7 +12,9 @@ import uuid
 import peewee as pw
 
 from . import backends, jsoncodec
-from .validation import check_state_values, check_json, check_status, check_timestamp
+from .errors import SessionNotFound
+from .validation import (check_id, check_json, check_optional_text, check_state_values,
+                         check_status, check_timestamp)
 
 UTC = dt.timezone.utc
 
@@ -186,6 +188,9 @@ class Session(BaseModel):
         table_name = "sessions"
 
     def save(self, force_insert=False, only=None):
+        check_id("id", self.id)
+        check_optional_text("name", self.name)
+        check_optional_text("user_id", self.user_id)
         check_status(self.status)
         check_json("meta", self.meta, backends.json_max_depth(bound_database(Session)))
         self.created_at = check_timestamp("created_at", self.created_at)
@@ -293,7 +298,15 @@ class SessionState(BaseModel):
         for name in ("created_at", "updated_at", "expires_at"):
             if name in checked:
                 setattr(self, name, checked[name])
-        return super().save(force_insert=force_insert, only=only)
+        try:
+            return super().save(force_insert=force_insert, only=only)
+        except pw.IntegrityError as exc:
+            # Every backend names the foreign key in its message; no query needed (on
+            # PostgreSQL none could run now, inside a transaction the error has aborted).
+            if "foreign key" in str(exc).lower():
+                raise SessionNotFound("no session with id %r for this state"
+                                      % (self.session_id,)) from exc
+            raise
 
 
 def _iso(value):

@@ -176,17 +176,35 @@ def check_timestamp(field, value):
         _refuse(field, (), "must be a datetime, got %r" % (value,))
     if value.tzinfo is None or value.utcoffset() is None:
         _refuse(field, (), "must be timezone-aware (for example datetime.now(timezone.utc))")
-    return value.astimezone(dt.timezone.utc)
+    try:
+        return value.astimezone(dt.timezone.utc)
+    except OverflowError:
+        _refuse(field, (), "%s is outside the range of datetimes once moved to UTC" % value)
 
 
 def check_id(field, value):
     if not isinstance(value, str) or not value or len(value) > 36:
         _refuse(field, (), "must be an id string of at most 36 characters, got %r" % (value,))
+    if _UNSTORABLE_CHARACTER.search(value):
+        _refuse(field, (), "contains a NUL character or a lone surrogate")
+
+
+def check_optional_text(field, value, limit=255):
+    """name and user_id: None, or a string of at most `limit` storable characters."""
+    if value is None:
+        return
+    if not isinstance(value, str) or len(value) > limit:
+        _refuse(field, (), "must be a string of at most %d characters, got %r" % (limit, value))
+    if _UNSTORABLE_CHARACTER.search(value):
+        _refuse(field, (), "contains a NUL character or a lone surrogate")
+
+
+INT32 = 2**31  # version and current_step are INTEGER columns: 32 bits on the servers
 
 
 def check_version(value, field="expected_version"):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        _refuse(field, (), "must be a positive integer, got %r" % (value,))
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < INT32:
+        _refuse(field, (), "must be a positive integer below 2**31, got %r" % (value,))
 
 
 # The history is appended to inside the database, which needs an array; the context is a

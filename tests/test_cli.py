@@ -252,7 +252,7 @@ def test_malformed_and_unusable_urls_are_one_line_with_the_password_masked(tmp_p
         "postgresql://user:%s@localhost:notaport/db" % PASSWORD: "malformed database URL",
         "nosuchdb://user:%s@localhost/db" % PASSWORD: "unknown database URL scheme 'nosuchdb'",
         "sqlite:///%s/missing/folder/x.db" % tmp_path: "does not exist",
-        "postgresql://user:%s@127.0.0.1:1/db" % PASSWORD: "database error",
+        "postgresql://user:%s@127.0.0.1:1/db" % PASSWORD: "cannot open the database",
         "just-some-text": "unknown database URL scheme ''",
     }
     results = run_many([command("status", url=url) for url in urls])

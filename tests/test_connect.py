@@ -321,3 +321,16 @@ def test_pool_url_variants_work_end_to_end(url, backend):
     if backend == "mysql":
         assert database.mariadb is True
     database.close_all()
+
+
+@pytest.mark.parametrize("url", ["sqlite:relative.db", "sqlite://host/path.db"])
+def test_sqlite_urls_without_three_slashes_are_refused(url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigurationError, match="three slashes"):
+        sessionstate.connect(url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreachable_postgresql_server_is_a_configuration_error():
+    with pytest.raises(ConfigurationError, match="cannot open the database"):
+        sessionstate.connect("postgresql://postgres@127.0.0.1:1/nothing")

@@ -482,3 +482,30 @@ def test_states_updated_at_the_same_instant_list_once(migrated):
     rows = ss.list_sessions()
     assert len(rows) == 1
     assert rows[0]["state_id"] == ss.get_state(state.session_id).id
+
+
+@pytest.mark.parametrize("call, named", [
+    (lambda: ss.create_session("copilot", name="\ud800"), "name"),
+    (lambda: ss.create_session("copilot", user_id="a\x00b"), "user_id"),
+    (lambda: ss.create_session("copilot", ttl=float("nan")), "ttl"),
+    (lambda: ss.create_session("copilot", ttl=float("inf")), "ttl"),
+    (lambda: ss.create_session("copilot", ttl=1e20), "ttl"),
+    (lambda: ss.create_session("copilot", ttl=dt.timedelta(days=999_999_999)), "ttl"),
+    (lambda: ss.get_state("a\x00b"), "session_id"),
+    (lambda: ss.get_state("\ud800"), "session_id"),
+    (lambda: ss.list_sessions(user_id="\ud800"), "user_id"),
+    (lambda: ss.update_state("x", 2**70, current_step=1), "expected_version"),
+    (lambda: ss.append_messages("x", [1], expected_version=2**70), "expected_version"),
+    (lambda: ss.recent_messages("x", 2**63), "limit"),
+    (lambda: ss.update_state("x", 1, expires_at=dt.datetime(
+        9999, 12, 31, 23, 30, tzinfo=dt.timezone(-dt.timedelta(hours=1)))), "expires_at"),
+    (lambda: Session(name="x" * 300).save(), "name"),
+    (lambda: Session(id="y" * 40).save(), "id"),
+    (lambda: Session(user_id="a\x00b").save(), "user_id"),
+])
+def test_nasty_inputs_get_invalid_state_data_on_every_backend(migrated, call, named):
+    before = snapshot(migrated)
+    with pytest.raises(InvalidStateData) as error:
+        call()
+    assert str(error.value).startswith(named)
+    assert snapshot(migrated) == before

@@ -54,11 +54,12 @@ def test_save_of_a_new_instance_with_its_id_set_inserts(migrated):
 
 
 def test_foreign_key_refuses_a_state_without_its_session(migrated):
-    import peewee as pw
     import pytest
 
+    from sessionstate import SessionNotFound
+
     state = SessionState.create_for_session(str(uuid.uuid4()), "copilot")
-    with pytest.raises(pw.IntegrityError):
+    with pytest.raises(SessionNotFound, match=state.session_id):
         state.save()
     assert SessionState.select().count() == 0
 
