@@ -15,7 +15,9 @@ libraries would differ, these functions use the stdlib:
 The text written is compact (no spaces) and keeps non-ASCII characters as they are.
 """
 
+import decimal
 import json
+import re
 
 try:
     import orjson
@@ -66,3 +68,29 @@ def loads(text):
         except (_DecodeError, UnicodeEncodeError, TypeError, AttributeError):
             pass
     return json.loads(text)
+
+
+# A JSON string (skipped whole, so nothing inside one is touched) or a number written with a
+# positive exponent, such as 1e+16.
+_STRING_OR_BIG_FLOAT = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?[eE]\+?\d+')
+
+
+def _positional(match):
+    token = match.group()
+    if token.startswith('"'):
+        return token
+    return format(decimal.Decimal(token), "f") + ".0"
+
+
+def dumps_for_postgresql(value):
+    """dumps(), with floats of positive exponent written out: 1e+16 as 10000000000000000.0.
+
+    jsonb stores numbers as numeric, and prints 1e+16 back as 10000000000000000, which
+    json.loads reads as an int: the float would come back as an integer. Written with a
+    fractional part, numeric keeps it and the value reads back as the same float (every float
+    this large is a whole number, so the positional form is exact).
+    """
+    text = dumps(value)
+    if "e+" not in text and "E+" not in text:
+        return text
+    return _STRING_OR_BIG_FLOAT.sub(_positional, text)

@@ -103,6 +103,8 @@ class JSONField(pw.JSONField):
         mysql = isinstance(database, pw.MySQLDatabase)
         self._dumps = json.dumps if mysql and self._codec_dumps is jsoncodec.dumps \
             else self._codec_dumps
+        if isinstance(database, pw.PostgresqlDatabase) and self._codec_dumps is jsoncodec.dumps:
+            self._dumps = jsoncodec.dumps_for_postgresql  # keeps 1e+16 a float in jsonb
         super()._db_hook(database)
         # MariaDB: peewee's value there is the bare text parameter too (no CAST, no function).
         self._as_text = isinstance(database, pw.SqliteDatabase) or (

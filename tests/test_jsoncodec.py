@@ -112,3 +112,16 @@ def test_every_backend_reads_back_the_values_written(migrated, backend):
         valid = migrated.execute_sql("SELECT json_valid(conversation_history) FROM "
                                      "session_states").fetchone()[0]
         assert valid == 1
+
+
+def test_postgresql_text_writes_big_floats_positionally_and_leaves_strings_alone():
+    import json as stdlib_json
+
+    from sessionstate.jsoncodec import dumps_for_postgresql
+
+    value = [1e16, -2.5e20, 1.5e-7, 3, "x 1e+16 \"q\" 3e+5", {"k\"1e+5": 1e22}]
+    text = dumps_for_postgresql(value)
+    assert "e+" not in text.replace("x 1e+16", "").replace("3e+5", "").replace('1e+5"', "")
+    assert "10000000000000000.0" in text and "-250000000000000000000.0" in text
+    assert stdlib_json.loads(text) == value
+    assert dumps_for_postgresql({"plain": 1.5}) == '{"plain":1.5}'

@@ -2,10 +2,12 @@
 
 import datetime as dt
 import json
+import math
 import zoneinfo
 
 import pytest
 
+import sessionstate
 from sessionstate import Session, SessionState, update_state
 
 UTC = dt.timezone.utc
@@ -111,15 +113,23 @@ def test_numbers_round_trip_exactly(session):
 
 
 def test_large_integral_floats_keep_their_value(session, backend):
-    # PostgreSQL's jsonb stores numbers as numeric and writes 1e16 back as 10000000000000000,
-    # which Python reads as an int (and -0.0 as 0): the float survives, as a number, only
-    # through float(). SQLite and MariaDB keep the JSON text, so the type survives too.
-    values = [1e16, -1e16, 1e300, 1.7976931348623157e308, -0.0]
-    _, loaded = save_and_load(session, plan_data=values)
-    if backend == "postgresql":
-        assert [float(got) for got in loaded.plan_data] == values
-    else:
-        assert exact(loaded.plan_data) == exact(values)
+    # PostgreSQL's jsonb stores numbers as numeric and prints 1e16 back as 10000000000000000,
+    # an int to Python, unless the text written has a fractional part: the PostgreSQL codec
+    # writes such floats out positionally (10000000000000000.0), so the type survives too.
+    # Only the sign of -0.0 is lost there: numeric has no negative zero.
+    values = [1e16, -1e16, 1e300, 1.7976931348623157e308, 2.5e25, 1.2345678901234568e17]
+    _, loaded = save_and_load(session, plan_data=values + [-0.0])
+    assert exact(loaded.plan_data[:-1]) == exact(values)
+    assert loaded.plan_data[-1] == 0.0 and isinstance(loaded.plan_data[-1], float)
+    if backend != "postgresql":
+        assert math.copysign(1, loaded.plan_data[-1]) == -1
+
+
+def test_large_floats_survive_an_append_on_every_backend(session, backend):
+    state, _ = save_and_load(session, conversation_history=[])
+    sessionstate.append_messages(state.id, [{"score": 1e16, "text": "1e+16 stays text"}])
+    [message] = SessionState.get_by_id(state.id).conversation_history
+    assert exact(message) == exact({"score": 1e16, "text": "1e+16 stays text"})
 
 
 def test_booleans_null_and_empty_containers_round_trip(session):
