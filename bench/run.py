@@ -22,12 +22,10 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.parse
 import uuid
 from pathlib import Path
 
 import sessionstate as ss
-from sessionstate import backends
 
 from . import data, race
 from .baseline import open_baseline

@@ -23,6 +23,10 @@ INDEXES = (  # name, columns: the specification's five, in its order
 )
 
 
+# The helpers below repeat 001's on purpose: a migration is frozen history and never imports
+# another migration or the live models.
+
+
 def _timestamp_type(database):
     """TIMESTAMP WITH TIME ZONE per backend; MariaDB/MySQL have none, so UTC in DATETIME(6)."""
     if isinstance(database, pw.PostgresqlDatabase):
