@@ -44,3 +44,29 @@ def test_migrate_keeps_the_callers_connection_open(db):
     sessionstate.migrate(db)
     assert not db.is_closed()
     assert sessionstate.migration_status(db)[1] == []
+
+
+def test_rows_written_by_other_clients_in_another_zone_read_back_in_utc(migrated, backend):
+    """A client whose session runs in +05:30 (the server default under test) inserts a row
+    with the database defaults: the library reads the same instant, in UTC."""
+    import datetime as dt
+
+    from sessionstate import Session, SessionState
+
+    if backend == "sqlite":
+        pytest.skip("SQLite has no session time zone")
+    raw = type(migrated)(migrated.database, **migrated.connect_params)
+    if backend == "mysql":
+        raw.connect_params.pop("init_command", None)  # the server's default zone, not ours
+    with raw.connection_context():
+        zone_query = ("SELECT @@session.time_zone" if backend == "mysql" else "SHOW timezone")
+        zone = raw.execute_sql(zone_query).fetchone()[0]
+        assert zone in ("+05:30", "Asia/Kolkata")
+        raw.execute_sql("INSERT INTO sessions (id) VALUES ('raw')")
+        raw.execute_sql("INSERT INTO session_states (id, session_id, mode) "
+                        "VALUES ('raw-state', 'raw', 'copilot')")
+    now = dt.datetime.now(dt.timezone.utc)
+    for value in (Session.get_by_id("raw").created_at,
+                  SessionState.get_by_id("raw-state").updated_at):
+        assert value.tzinfo == dt.timezone.utc
+        assert abs(value - now) < dt.timedelta(seconds=30)
