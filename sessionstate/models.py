@@ -116,6 +116,12 @@ class JSONField(pw.JSONField):
         return super().db_value(value)
 
 
+def _check_schema_of(model):
+    from .migrate import ensure_migrated
+
+    ensure_migrated(bound_database(model))
+
+
 class BaseModel(pw.Model):
     """Knows whether its row exists, so that save() of a new instance always INSERTs.
 
@@ -129,9 +135,30 @@ class BaseModel(pw.Model):
         self._stored = loaded_from_database
 
     def _check_schema(self):
-        from .migrate import ensure_migrated
+        _check_schema_of(type(self))
 
-        ensure_migrated(bound_database(type(self)))
+    # Queries made straight on the models check the schema first, so that a database that is
+    # not migrated answers SchemaNotReady, not the driver's "no such table" (one attribute
+    # lookup per query once the database is known to be at the head).
+    @classmethod
+    def select(cls, *fields):
+        _check_schema_of(cls)
+        return super().select(*fields)
+
+    @classmethod
+    def update(cls, __data=None, **update):
+        _check_schema_of(cls)
+        return super().update(__data, **update)
+
+    @classmethod
+    def delete(cls):
+        _check_schema_of(cls)
+        return super().delete()
+
+    @classmethod
+    def insert(cls, __data=None, **insert):
+        _check_schema_of(cls)
+        return super().insert(__data, **insert)
 
     def save(self, force_insert=False, only=None):
         self._check_schema()

@@ -100,6 +100,7 @@ def test_list_sessions_runs_peewee_sql(migrated, executed, filters):
 
 def test_statements_are_compiled_once_per_database(tmp_path):
     first = ss.connect("sqlite:///%s" % (tmp_path / "one.db"))
+    ss.migrate(first)
     builds = []
 
     def build():
@@ -110,6 +111,7 @@ def test_statements_are_compiled_once_per_database(tmp_path):
         compiled(first, "probe", build)
     assert len(builds) == 1
     second = ss.connect("sqlite:///%s" % (tmp_path / "two.db"))
+    ss.migrate(second)
     compiled(second, "probe", build)
     assert len(builds) == 2
     first.close()
