@@ -7,6 +7,7 @@ result. Every method mirrors one sessionstate function, on the same schema.
 
 import datetime as dt
 import json
+import sqlite3
 import urllib.parse
 import uuid
 
@@ -139,6 +140,20 @@ class Baseline:
     def append_message(self, state_id, message):
         raise NotImplementedError
 
+    def update_then_select(self, update_sql, params, state_id):
+        """The new version where UPDATE ... RETURNING is missing: UPDATE, then SELECT, in one
+        transaction so no other writer's bump comes between them."""
+        cur = self.conn.cursor()
+        self.begin()
+        try:
+            cur.execute(self.sql(update_sql), params)
+            if cur.rowcount != 1:
+                raise LookupError(state_id)
+            cur.execute(self.sql("SELECT version FROM session_states WHERE id = ?"), (state_id,))
+            return cur.fetchone()[0]
+        finally:
+            self.commit()
+
     # -- W5 --------------------------------------------------------------------------------
     LIST_SQL = (
         "SELECT s.session_id, x.name, x.user_id, s.mode, s.status, s.current_phase, "
@@ -189,10 +204,13 @@ class Baseline:
 
 class SqliteBaseline(Baseline):
     family = "sqlite"
+    # UPDATE ... RETURNING came with SQLite 3.35; before it, W4 falls back to UPDATE + SELECT.
+    HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
+    APPEND_SQL = ("UPDATE session_states SET conversation_history = json_insert(COALESCE("
+                  "conversation_history, json('[]')), '$[#]', json(?)), updated_at = ?, "
+                  "version = version + 1 WHERE id = ?")
 
     def connect(self, url):
-        import sqlite3
-
         path = url[len("sqlite:///"):]
         conn = sqlite3.connect(path, timeout=10, isolation_level=None,
                                check_same_thread=False)
@@ -212,13 +230,12 @@ class SqliteBaseline(Baseline):
         self.conn.execute("BEGIN IMMEDIATE")
 
     def append_message(self, state_id, message):
-        cur = self.conn.execute(
-            "UPDATE session_states SET conversation_history = json_insert(COALESCE("
-            "conversation_history, json('[]')), '$[#]', json(?)), updated_at = ?, "
-            "version = version + 1 WHERE id = ? RETURNING version",
-            (json.dumps(message), self.ts(dt.datetime.now(UTC)), state_id))
+        params = (json.dumps(message), self.ts(dt.datetime.now(UTC)), state_id)
+        if not self.HAS_RETURNING:
+            return self.update_then_select(self.APPEND_SQL, params, state_id)
+        cur = self.conn.execute(self.APPEND_SQL + " RETURNING version", params)
         row = cur.fetchone()
-        cur.close()
+        cur.close()  # ends the statement, so the autocommit write commits now
         if row is None:
             raise LookupError(state_id)
         return row[0]
@@ -284,19 +301,13 @@ class MysqlBaseline(Baseline):
         return None if value is None else value.replace(tzinfo=UTC)
 
     def append_message(self, state_id, message):
-        cur = self.conn.cursor()
-        self.begin()
-        cur.execute("UPDATE session_states SET conversation_history = JSON_MERGE_PRESERVE("
-                    "COALESCE(conversation_history, JSON_ARRAY()), %s), updated_at = %s, "
-                    "version = version + 1 WHERE id = %s",
-                    (json.dumps([message]), self.ts(dt.datetime.now(UTC)), state_id))
-        if cur.rowcount != 1:
-            self.commit()
-            raise LookupError(state_id)
-        cur.execute("SELECT version FROM session_states WHERE id = %s", (state_id,))
-        version = cur.fetchone()[0]
-        self.commit()
-        return version
+        # Neither MariaDB (which has DELETE/INSERT ... RETURNING) nor MySQL has
+        # UPDATE ... RETURNING: the version is read back in the same transaction.
+        return self.update_then_select(
+            "UPDATE session_states SET conversation_history = JSON_MERGE_PRESERVE("
+            "COALESCE(conversation_history, JSON_ARRAY()), ?), updated_at = ?, "
+            "version = version + 1 WHERE id = ?",
+            (json.dumps([message]), self.ts(dt.datetime.now(UTC)), state_id), state_id)
 
 
 CLASSES = {"sqlite": SqliteBaseline, "postgresql": PostgresBaseline, "mysql": MysqlBaseline}

@@ -114,32 +114,37 @@ def listing_rows(count, now, seed=5):
 
 
 def purge_rows(total, doomed, now, seed=6):
-    """`total` sessions of which `doomed` are expired long before `now`; the rest must stay.
+    """(kept, doomed): `total` sessions, `doomed` of them expired long before `now`.
 
-    The survivors mix live sessions, recently finished ones, and old finished sessions that
-    still have a live state (which purge must keep).
+    Each part is a (sessions, states) pair of tuples. The kept sessions mix live sessions,
+    recently finished ones, and old finished sessions that still have a live state (which
+    purge must keep). They are apart so a bench can load the kept rows once and reload only
+    the doomed ones before each purge.
     """
     rng = random.Random(seed)
-    sessions, states = [], []
+    kept, gone = ([], []), ([], [])
     old = now - dt.timedelta(days=90)
     for i in range(total):
         sid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        if i < doomed:
-            plan = [("expired", old - dt.timedelta(hours=rng.uniform(0, 500)))]
-        else:
-            choice = i % 4
-            if choice == 0:
-                plan = [("active", now - dt.timedelta(hours=rng.uniform(0, 48)))]
-            elif choice == 1:
-                plan = [("completed", now - dt.timedelta(hours=rng.uniform(0, 48)))]
-            elif choice == 2:
-                plan = [("suspended", old)]
-            else:  # an old finished state, and a newer live one in the same session
-                plan = [("expired", old), ("active", now - dt.timedelta(hours=1))]
+        plan = _purge_plan(rng, i < doomed, i % 4, now, old)
         created = min(when for _, when in plan) - dt.timedelta(hours=1)
+        sessions, states = gone if i < doomed else kept
         sessions.append((sid, None, rng.choice(USERS), plan[-1][0], None, created, plan[-1][1]))
         for status, updated in plan:
             states.append((str(uuid.UUID(int=rng.getrandbits(128), version=4)), sid, "copilot",
                            "[]", "{}", None, "done", 3, status, created, updated, None, 1))
-    rng.shuffle(sessions)
-    return sessions, states
+    return kept, gone
+
+
+def _purge_plan(rng, doomed, choice, now, old):
+    """[(status, updated_at)] of one session's states, oldest first."""
+    if doomed:
+        return [("expired", old - dt.timedelta(hours=rng.uniform(0, 500)))]
+    if choice == 0:
+        return [("active", now - dt.timedelta(hours=rng.uniform(0, 48)))]
+    if choice == 1:
+        return [("completed", now - dt.timedelta(hours=rng.uniform(0, 48)))]
+    if choice == 2:
+        return [("suspended", old)]
+    # An old finished state, and a newer live one in the same session.
+    return [("expired", old), ("active", now - dt.timedelta(hours=1))]

@@ -3,7 +3,8 @@
     python -m bench.profile W2 --size 10000 [--calls 20] [--sort tottime] [--top 25]
 
 Workloads: W1 (create_session), W2 (update_state, whole state), W3 (get_state),
-W4 (append_messages), W5 (list_sessions over --sessions rows), W6 (purge).
+W4 (append_messages), W5 (list_sessions over --sessions rows), W6 (purge 1,000
+sessions among --sessions).
 """
 
 import argparse
@@ -27,7 +28,7 @@ def main(argv=None):
     parser.add_argument("workload", choices=("W1", "W2", "W3", "W4", "W5", "W6"))
     parser.add_argument("--size", type=int, default=10, help="history length (W2-W4)")
     parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--sessions", type=int, default=100_000, help="rows for W5")
+    parser.add_argument("--sessions", type=int, default=100_000, help="sessions for W5 and W6")
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args(argv)
@@ -68,12 +69,13 @@ def main(argv=None):
             def call(i):
                 ss.list_sessions(status="active", limit=50)
         else:
-            sessions, states = data.purge_rows(10_000, 1_000, now)
+            # As in the bench: the kept sessions once, the doomed ones back before each purge.
+            kept, doomed = data.purge_rows(args.sessions, 1_000, now)
+            base.bulk_load(*kept)
 
             def call(i):
-                base.bulk_load(sessions, states)
+                base.bulk_load(*doomed)
                 assert ss.purge(now - dt.timedelta(days=30)) == 1_000
-                base.delete_all()
 
         call(-1)
         profiler = cProfile.Profile()

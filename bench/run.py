@@ -49,10 +49,12 @@ OPS = {
     "W6": 3,
 }
 W5_SESSIONS = 100_000
-W6_TOTAL, W6_DOOMED = 10_000, 1_000
+W6_TOTAL, W6_DOOMED = 100_000, 1_000
 W7_PROCESSES, W7_SECONDS = 4, 3.0
 
-# The issue's targets on SQLite: the largest acceptable time ratio sessionstate/baseline.
+# The targets, on SQLite and PostgreSQL: the largest acceptable time ratio
+# sessionstate/baseline. MariaDB/MySQL have none (ratios reported, and W7's lost updates).
+TARGET_FAMILIES = ("sqlite", "postgresql")
 TARGETS = {
     "W1": 2.0,
     "W2 n=10": 2.5, "W2 n=1000": 1.0, "W2 n=10000": 1.0,
@@ -61,7 +63,7 @@ TARGETS = {
     "W6": 1.2,
     "W7": 2.0,  # commits/s at least half the baseline's
 }
-W5_TARGET_MS = 1.0
+W5_TARGET_MS = 1.0  # sessionstate's mean time per call; SQLite only
 
 DESCRIPTIONS = {
     "W1": "create a session with its state",
@@ -198,29 +200,52 @@ class Recorder:
                     out[side][key] = [run[key] for run in runs]
         return out
 
+    def verdict(self, name, summary):
+        """The target's "met"/"NOT met" (and W7's lost updates), or "" without a target."""
+        if name == "W5":
+            if self.family != "sqlite":
+                return ""
+            mean = summary["sessionstate"]["mean_ms"]
+            return "target <= %.1f ms: %s" % (W5_TARGET_MS, met(mean <= W5_TARGET_MS))
+        target = TARGETS.get(name) if self.family in TARGET_FAMILIES else None
+        verdict = "" if target is None else "target <= %.1f: %s" % (
+            target, met(summary["ratio"] <= target))
+        if name == "W7":
+            verdict = "; ".join(filter(None, (lost_updates(summary), verdict)))
+        return verdict
+
+    def targets_missed(self):
+        """Names of the rows that missed a target or lost an update."""
+        return [name for name in self.rows
+                if any(word in self.verdict(name, self.summary(name))
+                       for word in ("NOT met", "LOST"))]
+
     def print_row(self, name):
         s = self.summary(name)
         a, b = s["sessionstate"], s["baseline"]
-        target = TARGETS.get(name) if self.family == "sqlite" else None
-        if name == "W7":
-            lost = sum(a["lost_updates"]) + sum(b["lost_updates"])
-            verdict = "no lost update" if not lost else "LOST UPDATES: %d" % lost
-            if target is not None:
-                verdict += "; target <= %.1f: %s" % (target, "met" if s["ratio"] <= target
-                                                     else "NOT met")
-        elif self.family != "sqlite":
-            verdict = ""
-        elif name == "W5":
-            verdict = "target <= %.1f ms: %s" % (
-                W5_TARGET_MS, "met" if a["mean_ms"] <= W5_TARGET_MS else "NOT met")
-        elif target is not None:
-            verdict = "target <= %.1f: %s" % (target, "met" if s["ratio"] <= target else "NOT met")
-        else:
-            verdict = ""
         log("  %-11s ss %9.1f ops/s p50 %8.3f p95 %8.3f ms | base %9.1f ops/s p50 %8.3f "
             "p95 %8.3f ms | ratio %.2f (%.2f-%.2f) %s"
             % (name, a["ops_per_s"], a["p50_ms"], a["p95_ms"], b["ops_per_s"], b["p50_ms"],
-               b["p95_ms"], s["ratio"], s["ratio_min"], s["ratio_max"], verdict))
+               b["p95_ms"], s["ratio"], s["ratio_min"], s["ratio_max"], self.verdict(name, s)))
+
+
+def met(ok):
+    return "met" if ok else "NOT met"
+
+
+def lost_updates(summary):
+    lost = sum(summary["sessionstate"]["lost_updates"]) + sum(summary["baseline"]["lost_updates"])
+    return "no lost update" if not lost else "LOST UPDATES: %d" % lost
+
+
+def targets_of(family):
+    """The targets that apply on `family`, for the results file."""
+    if family not in TARGET_FAMILIES:
+        return {}
+    targets = dict(TARGETS)
+    if family == "sqlite":
+        targets["W5 ms per call"] = W5_TARGET_MS
+    return targets
 
 
 # -- the workloads ---------------------------------------------------------------------------
@@ -384,13 +409,16 @@ def w6(recorder, family, dbs, base_core, repeats, scale):
     url = use(dbs.urls["purge"])
     base = open_baseline(family, url)
     now = dt.datetime.now(UTC)
-    sessions, states = data.purge_rows(W6_TOTAL, W6_DOOMED, now)
+    kept, doomed = data.purge_rows(W6_TOTAL, W6_DOOMED, now)
+    # The kept sessions are loaded once; each purge deletes exactly the doomed ones, so
+    # putting those back before each call restores the table with a hundredth of the rows.
+    seconds = _load(base, *kept)
+    log("  (W6: loaded %d kept sessions in %.1f s)" % (W6_TOTAL - W6_DOOMED, seconds))
     before = now - dt.timedelta(days=30)
     counts = {}
 
     def reload(i):
-        base.delete_all()
-        base.bulk_load(sessions, states)
+        base.bulk_load(*doomed)
 
     def with_ss(i):
         counts["sessionstate"] = ss.purge(before)
@@ -565,11 +593,14 @@ def main(argv=None):
         % (family, args.repeats))
     for name in recorder.rows:
         recorder.print_row(name)
+    if family in TARGET_FAMILIES:
+        missed = recorder.targets_missed()
+        log("targets: %s" % ("all met" if not missed else "NOT met: " + ", ".join(missed)))
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = started.strftime("%Y%m%d-%H%M%S")
     document = {"date": started.isoformat(), "environment": info, "repeats": args.repeats,
                 "scale": scale, "workloads": summaries,
-                "targets": TARGETS if family == "sqlite" else {},
+                "targets": targets_of(family),
                 "raw": recorder.rows}
     path = RESULTS_DIR / ("%s-%s.json" % (family, stamp))
     path.write_text(json.dumps(document, indent=1, default=str))
