@@ -7,8 +7,12 @@
 
 from .db import connect, get_database
 from .errors import (
+    AlreadyExists,
     ConfigurationError,
+    ConnectionLost,
     DatabaseBusy,
+    DatabaseError,
+    DatabaseUnavailable,
     ImportConflict,
     InvalidExport,
     InvalidStateData,
@@ -19,23 +23,19 @@ from .errors import (
     StaleStateError,
 )
 from .lifecycle import (
-    append_messages,
     complete,
     create_session,
     delete_session,
     expire,
     expire_due,
-    get_state,
-    list_sessions,
-    modify_state,
     purge,
-    recent_messages,
     resume,
     suspend,
 )
+from .listing import list_sessions
 from .migrate import migrate, migration_status, rollback
 from .models import Session, SessionState
-from .state import update_state
+from .state import append_messages, get_state, modify_state, recent_messages, update_state
 from .transfer import export_session, import_session
 
 __version__ = "0.1.0"
@@ -72,6 +72,10 @@ __all__ = [
     "InvalidStateData",
     "InvalidTransition",
     "DatabaseBusy",
+    "DatabaseUnavailable",
+    "ConnectionLost",
+    "DatabaseError",
+    "AlreadyExists",
     "InvalidExport",
     "ImportConflict",
 ]

@@ -12,29 +12,20 @@ import datetime as dt
 import json
 import math
 import os
-import re
-import urllib.parse
 import sys
 import unicodedata
 
 from . import db as db_module
-from . import lifecycle, transfer
+from . import lifecycle, listing, state, transfer
+from .errors import SessionStateError
 from .migrate import migrate, migration_status, rollback
 from .models import utcnow
 from .validation import STATUSES
 
-MAX_LIST = 10_000  # list_sessions' own ceiling
+MAX_LIST = listing.MAX_LIMIT
 MAX_DAYS = 100_000  # about 270 years: every cutoff stays a valid datetime
 CELL_WIDTH = 40  # free text (names, user ids) is cut to this many columns in the table
 MESSAGE_LIMIT = 500  # characters of an error message on stderr
-
-# user:password@ in any URL-like text, for error messages.
-_URL_PASSWORD = re.compile(r"(://[^/@\s:]*:)[^@\s]*@")
-
-
-def mask_passwords(text):
-    return _URL_PASSWORD.sub(r"\1***@", text)
-
 
 # -- commands -------------------------------------------------------------------------------
 
@@ -66,7 +57,7 @@ JSON_LIST_KEYS = ("session_id", "state_id", "name", "user_id", "mode", "status",
 
 
 def cmd_list(database, args):
-    rows = lifecycle.list_sessions(status=args.status, mode=args.mode, user_id=args.user,
+    rows = listing.list_sessions(status=args.status, mode=args.mode, user_id=args.user,
                                    limit=args.limit)
     if args.json:
         items = [{key: _json_value(row[key]) for key in JSON_LIST_KEYS} for row in rows]
@@ -84,7 +75,7 @@ def cmd_list(database, args):
 
 
 def cmd_show(database, args):
-    print_json(lifecycle.get_state(args.session_id).to_dict())
+    print_json(state.get_state(args.session_id).to_dict())
 
 
 def cmd_export(database, args):
@@ -187,7 +178,7 @@ class Parser(argparse.ArgumentParser):
     """argparse, with any password in a misplaced URL masked in its usage errors."""
 
     def error(self, message):
-        super().error(mask_passwords(message))
+        super().error(db_module.mask_password(message))
 
 
 def positive_int(text, maximum=None):
@@ -276,32 +267,12 @@ def build_parser():
 
 # -- running --------------------------------------------------------------------------------
 
-def _password(url):
-    try:
-        return urllib.parse.urlsplit(db_module.resolve_url(url)).password
-    except (ValueError, OSError):
-        return None
-
-
 def describe(exc, url=None):
     """One line naming the problem, with any password masked."""
-    import peewee as pw
-
-    from .errors import SessionStateError
-
     text = " ".join(str(exc).split())
-    if isinstance(exc, (SessionStateError, OSError)):
-        pass
-    elif isinstance(exc, pw.PeeweeException) or type(exc).__module__.split(".")[0] in (
-            "psycopg", "psycopg2", "pymysql", "MySQLdb", "sqlite3"):
-        text = "database error: %s" % (text or type(exc).__name__)
-    elif not isinstance(exc, ValueError):
+    if not isinstance(exc, (SessionStateError, OSError, ValueError)):
         text = "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
-    text = mask_passwords(text)
-    password = _password(url)
-    if password and len(password) >= 4:
-        for form in {password, urllib.parse.unquote(password)}:
-            text = text.replace(form, "***")
+    text = db_module.mask_password(text, url or os.environ.get(db_module.ENV_VAR))
     if len(text) > MESSAGE_LIMIT:
         text = text[:MESSAGE_LIMIT - 3] + "..."
     return text

@@ -1,25 +1,43 @@
-"""Connecting: which database, with which settings, and binding the models to it.
+"""Connecting: which database, with which settings; the models' proxy points at it.
 
 The URL comes from the argument, else SESSIONSTATE_DATABASE_URL, else a SQLite file in
 the user's home directory. peewee's ``playhouse.db_url`` maps schemes to database classes;
-this module adds the checks and settings a session store needs on top of it.
+the dialect of the scheme adds the settings a session store needs.
 """
 
 import os
+import re
 import urllib.parse
 from pathlib import Path
 
-import peewee as pw
 from playhouse import db_url
 
-from . import backends
-from .errors import ConfigurationError
-from .models import MODELS, database_proxy
+from . import dialects, execution
+from .errors import ConfigurationError, DatabaseUnavailable
+from .models import database_proxy
 
 ENV_VAR = "SESSIONSTATE_DATABASE_URL"
 DEFAULT_PATH = Path("~/.sessionstate/sessionstate.db")
 
-_current = None  # the database the models are bound to, set by connect()
+# user:password@ in any URL-like text.
+_URL_PASSWORD = re.compile(r"(://[^/@\s:]*:)[^@\s]*@")
+
+
+def mask_password(text, url=None):
+    """`text` with the password of any URL in it, and `url`'s own password, shown as ***."""
+    text = _URL_PASSWORD.sub(r"\1***@", text)
+    password = _password_of(url)
+    if password and len(password) >= 4:  # shorter ones would mask ordinary words
+        for form in {password, urllib.parse.unquote(password)}:
+            text = text.replace(form, "***")
+    return text
+
+
+def _password_of(url):
+    try:
+        return urllib.parse.urlsplit(url).password if url else None
+    except ValueError:
+        return None
 
 
 def default_url():
@@ -36,83 +54,57 @@ def resolve_url(url=None):
     return os.environ.get(ENV_VAR) or default_url()
 
 
-def mask_password(url):
-    """The URL with its password replaced by ***, for messages and logs."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        if parts.password:
-            netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-            return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        pass
-    return url
-
-
 def open_database(url):
-    """A configured (not yet bound) peewee database for `url`, or ConfigurationError."""
+    """A configured peewee database for `url` (checked reachable), or a SessionStateError."""
     if not isinstance(url, str):
         raise ConfigurationError("the database URL must be a string, not %r" % (url,))
     shown = mask_password(url)
+    dialect = _dialect_of_url(url, shown)
+    try:
+        database = db_url.connect(url, **dialect.connect_params())
+    except (ValueError, RuntimeError) as exc:
+        raise ConfigurationError("unusable database URL %r: %s" % (shown, exc)) from exc
+    try:
+        dialect.prepare(database)
+    except Exception as exc:
+        if not execution.is_database_error(exc):
+            raise
+        raise DatabaseUnavailable("cannot open the database %s: %s" % (
+            shown, mask_password(" ".join(str(exc).split()), url))) from exc
+    return database
+
+
+def _dialect_of_url(url, shown):
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as exc:
-        raise ConfigurationError("malformed database URL %r: %s" % (shown, exc)) from None
-    family = backends.kind_of_scheme(parts.scheme)
-    if family is None or parts.scheme not in db_url.schemes:
-        known = ", ".join(sorted(s for s in db_url.schemes if backends.kind_of_scheme(s)))
+        raise ConfigurationError("malformed database URL %r: %s" % (shown, exc)) from exc
+    dialect = dialects.for_scheme(parts.scheme)
+    if dialect is None or parts.scheme not in db_url.schemes:
+        known = ", ".join(sorted(s for s in db_url.schemes if dialects.for_scheme(s)))
         raise ConfigurationError(
-            "unknown database URL scheme %r in %r; use one of: %s" % (parts.scheme, shown, known)
-        )
-    extra = backends.missing_driver(family)
+            "unknown database URL scheme %r in %r; use one of: %s" % (parts.scheme, shown, known))
+    extra = dialect.missing_driver()
     if extra:
-        raise ConfigurationError(
-            "no %s driver is installed for %r; install it with: pip install '%s'"
-            % (family, shown, extra)
-        )
-    if family == "sqlite":
-        if parts.netloc or not url.startswith(parts.scheme + "://"):
-            raise ConfigurationError(
-                "malformed SQLite URL %r: local files take three slashes, "
-                "sqlite:///relative/path.db or sqlite:////absolute/path.db" % shown)
-        _check_sqlite_folder(parts.path[1:])
-    try:
-        database = db_url.connect(url, **backends.connect_params(family))
-    except (ValueError, RuntimeError) as exc:
-        raise ConfigurationError("unusable database URL %r: %s" % (shown, exc)) from None
-    try:
-        return backends.prepare(database)
-    except pw.DatabaseError as exc:
-        raise ConfigurationError("cannot open the database %r: %s" % (shown, exc)) from None
-
-
-def _check_sqlite_folder(path):
-    """Refuse a SQLite path whose folder does not exist, before SQLite says "unable to open"."""
-    if path in ("", ":memory:") or path.startswith("file:"):
-        return
-    folder = Path(path).expanduser().parent
-    if not folder.is_dir():
-        raise ConfigurationError(
-            "the folder %s for the SQLite database %s does not exist" % (folder, path)
-        )
+        raise ConfigurationError("no %s driver is installed for %r; install it with: "
+                                 "pip install '%s'" % (dialect.name, shown, extra))
+    dialect.check_url(url, parts, shown)
+    return dialect
 
 
 def connect(url=None):
-    """Open the session database and bind the models to it; returns the peewee Database.
+    """Open the session database and point the models at it; returns the peewee Database.
 
     Later calls of the module-level functions (update_state, ...) use this database.
     """
-    global _current
     database = open_database(resolve_url(url))
-    for model in MODELS:
-        model.bind(database, bind_refs=False, bind_backrefs=False)
-    database_proxy.initialize(database)  # for anything that captured the proxy earlier
-    _current = database
+    database_proxy.initialize(database)
     return database
 
 
 def get_database():
-    """The database connect() bound, connecting to the configured default on first use."""
-    if _current is None:
+    """The database connect() opened, connecting to the configured default on first use."""
+    if database_proxy.obj is None:
         return connect()
-    return _current
+    return database_proxy.obj

@@ -1,7 +1,7 @@
 """The error tree: one base class, one subclass per condition a caller can act on.
 
-Every refusal the library makes is one of these, so a caller can catch
-``SessionStateError`` and never see a driver exception for a condition we know about.
+Every refusal and every failure of a public function is one of these; a driver's or peewee's
+exception is kept as the cause (``raise ... from exc``), never let through.
 """
 
 
@@ -16,17 +16,22 @@ class ConfigurationError(SessionStateError):
 class SchemaNotReady(SessionStateError):
     """The database has not been migrated to the schema this code needs."""
 
-    def __init__(self, pending):
-        self.pending = list(pending)
+    def __init__(self, pending, detail=None):
+        self.pending = list(pending) if pending is not None else None  # None: not known
+        what = ("pending migrations %s" % ", ".join(self.pending) if self.pending is not None
+                else detail)
         super().__init__(
-            "the database is not migrated: pending migrations %s; apply them with "
-            "`make migrate`, `sessionstate migrate` or sessionstate.migrate(db)"
-            % ", ".join(self.pending)
+            "the database is not migrated: %s; apply the migrations with "
+            "`make migrate`, `sessionstate migrate` or sessionstate.migrate(db)" % what
         )
 
 
 class SessionNotFound(SessionStateError):
     """No session or session state has the given id."""
+
+
+class AlreadyExists(SessionStateError):
+    """A row with that id is already stored: a new instance cannot take it."""
 
 
 class StaleStateError(SessionStateError):
@@ -51,6 +56,20 @@ class DatabaseBusy(SessionStateError):
     """The database stayed locked (or chose us as a deadlock victim) through every retry."""
 
 
+class DatabaseUnavailable(SessionStateError):
+    """The database server cannot be reached (down, refusing, or past the connect timeout)."""
+
+
+class ConnectionLost(SessionStateError):
+    """The connection died after a write was sent: it may or may not have been applied."""
+
+    in_doubt = True
+
+
+class DatabaseError(SessionStateError):
+    """The database failed a statement for a reason no other error names (cause chained)."""
+
+
 class InvalidTransition(SessionStateError):
     """A lifecycle change that the state's current status does not allow."""
 
@@ -68,7 +87,7 @@ class InvalidExport(SessionStateError, ValueError):
     """An import document that is not a well-formed export (the message says where)."""
 
 
-class ImportConflict(SessionStateError):
+class ImportConflict(AlreadyExists):
     """An import whose session or session states already exist in the target database."""
 
 
@@ -77,10 +96,14 @@ __all__ = [
     "ConfigurationError",
     "SchemaNotReady",
     "SessionNotFound",
+    "AlreadyExists",
     "StaleStateError",
     "InvalidStateData",
     "InvalidTransition",
     "DatabaseBusy",
+    "DatabaseUnavailable",
+    "ConnectionLost",
+    "DatabaseError",
     "InvalidExport",
     "ImportConflict",
 ]

@@ -7,13 +7,15 @@ silently creates when missing, so an installed copy would otherwise find no migr
 """
 
 import logging
+import weakref
 from pathlib import Path
 
 from peewee_migrate import Router
 
-from . import backends
+from . import dialects, execution
 from .db import get_database
-from .errors import SchemaNotReady
+from .errors import SchemaNotReady, SessionStateError
+from .validation import check_positive_int
 
 HISTORY_TABLE = "migratehistory"
 
@@ -23,6 +25,8 @@ logger.addHandler(logging.NullHandler())  # a library logs only where the applic
 
 def migrations_dir():
     """The folder of the installed migration scripts (never the current directory)."""
+    # Lazy: the scripts' package is data for the Router; importing it at the top would make
+    # it look like a layer of the library.
     from . import migrations
 
     return Path(migrations.__file__).resolve().parent
@@ -49,53 +53,69 @@ def applied(database):
 def migration_status(database=None):
     """(applied, pending): the names of migrations done and still to do."""
     database = database or get_database()
-    done = applied(database)
+    done = execution.read(database, lambda: applied(database))
     return done, [name for name in available() if name not in done]
 
 
 def migrate(database=None):
     """Apply every pending migration; returns the names applied (empty when up to date).
 
-    The work runs under backends.migration_lock, so several processes migrating the same
+    The work runs under the dialect's migration lock, so several processes migrating the same
     fresh database at once leave one schema and each returns only what it applied itself.
     """
     database = database or get_database()
-    with backends.migration_lock(database):
-        names = _router(database).run()
-    _forget_check(database)
-    return names
+    _AT_HEAD.discard(database)
+    return _locked(database, lambda: _router(database).run())
 
 
 def rollback(database=None, steps=1):
     """Undo the last `steps` applied migrations; returns their names, newest first."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError("steps must be a positive integer, got %r" % (steps,))
+    check_positive_int("steps", steps)
     database = database or get_database()
-    undone = []
-    with backends.migration_lock(database):
+    _AT_HEAD.discard(database)
+
+    def undo():
+        undone = []
         for _ in range(steps):
             done = applied(database)
             if not done:
                 break
             _router(database).rollback()
             undone.append(done[-1])
-    _forget_check(database)
-    return undone
+        return undone
+
+    return _locked(database, undo)
+
+
+def _locked(database, work):
+    try:
+        with dialects.of(database).migration_lock(database):
+            return work()
+    except SessionStateError:
+        raise
+    except Exception as exc:
+        if not execution.is_database_error(exc):
+            raise
+        raise execution.translate(exc, dialects.of(database)) from exc
+
+
+# Databases found at the code's head: checked once per database and process, not per call
+# (a set beside peewee's object rather than an attribute on it).
+_AT_HEAD = weakref.WeakSet()
 
 
 def ensure_migrated(database):
-    """Raise SchemaNotReady naming what is pending, unless the database is at the code's head.
-
-    The answer is remembered on the database object once it is yes, so the check costs one
-    query per database and process, not one per call.
-    """
-    if getattr(database, "_sessionstate_at_head", False):
+    """Raise SchemaNotReady naming what is pending, unless the database is at the code's head."""
+    if database in _AT_HEAD:
         return
     _, pending = migration_status(database)
     if pending:
         raise SchemaNotReady(pending)
-    database._sessionstate_at_head = True
+    _AT_HEAD.add(database)
 
 
-def _forget_check(database):
-    database._sessionstate_at_head = False
+def ready_database():
+    """The current database, checked to be at the code's head (for the operations)."""
+    database = get_database()
+    ensure_migrated(database)
+    return database

@@ -1,22 +1,27 @@
 """The two tables, as peewee models: ``sessions`` and ``session_states``.
 
-The models are declared without a database and bound late by ``sessionstate.connect()``,
-so importing the package never opens a file or a socket. The schema itself is created by the
-migrations (which keep their own frozen copies); these classes only describe it for queries.
+Declarations on a DatabaseProxy, which ``sessionstate.connect()`` points at a database: the
+models never connect or check the schema themselves (the migrations create the schema and
+keep their own frozen copies). What does live here, as in peewee's "optimistic locking"
+recipe, is the write of a stored state: the version-bump UPDATE, which is also what
+``update_state`` runs.
 """
 
 import datetime as dt
-import json
 import uuid
 
 import peewee as pw
 
-from . import backends, jsoncodec
-from .errors import SessionNotFound
-from .validation import (check_id, check_json, check_optional_text, check_state_values,
-                         check_status, check_timestamp)
+from . import dialects, execution
+from .errors import AlreadyExists, InvalidStateData, InvalidTransition, SessionNotFound
+from .errors import StaleStateError
+from .statements import compiled, param
+from .validation import (STATUSES, check_session_values, check_state_values,
+                         check_transition, refuse)
 
 UTC = dt.timezone.utc
+
+database_proxy = pw.DatabaseProxy()
 
 
 def utcnow():
@@ -28,17 +33,26 @@ def new_id():
     return str(uuid.uuid4())
 
 
-class UTCDateTimeField(pw.FieldDatabaseHook, pw.Field):
+def read_timestamp(value):
+    """A timezone-aware UTC datetime from what any backend returns."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        # SQLite's text and MariaDB's DATETIME carry no zone: we always store UTC there.
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class UTCDateTimeField(pw.Field):
     """TIMESTAMP WITH TIME ZONE on every backend: always written and read back as aware UTC.
 
     peewee's DateTimeField hands back naive datetimes on SQLite and MariaDB and keeps whatever
-    zone PostgreSQL's session uses; this field normalises both directions (see backends).
+    zone PostgreSQL's session uses; this field normalises both directions.
     """
 
     field_type = "TIMESTAMPTZ"
-
-    def _db_hook(self, database):
-        self._database = database
 
     def db_value(self, value):
         if value is None or isinstance(value, pw.Node):
@@ -46,80 +60,35 @@ class UTCDateTimeField(pw.FieldDatabaseHook, pw.Field):
         if isinstance(value, str):
             value = dt.datetime.fromisoformat(value)
         value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return backends.write_timestamp(self._database, value)
+        return dialects.of(self.model._meta.database).timestamp_param(value)
 
     def python_value(self, value):
-        return backends.read_timestamp(value)
+        return read_timestamp(value)
 
 
-class LazyDatabase(pw.DatabaseProxy):
-    """Where the models point before connect(): the first query connects to the default.
+class JSONField(pw.Field):
+    """A JSON column, encoded and decoded as its backend's dialect says (orjson where it can)."""
 
-    So that a script may use the models straight away, as the specification's test does;
-    connect() then binds the models to the real database (and initializes this proxy).
-    """
-
-    def __getattr__(self, attr):
-        if self.obj is None and not attr.startswith("__"):
-            from .db import connect
-
-            connect()
-        return super().__getattr__(attr)
-
-
-database_proxy = LazyDatabase()
-
-
-def bound_database(model):
-    """The real database a model class is bound to, connecting to the default if none yet."""
-    database = model._meta.database
-    if isinstance(database, pw.Proxy):
-        from .db import get_database
-
-        return get_database()
-    return database
-
-
-class JSONField(pw.JSONField):
-    """peewee's JSONField with sessionstate's codec (jsoncodec: orjson, same values as json).
-
-    On SQLite peewee sends every value as json(?), which makes SQLite parse the whole text
-    again only to check it and strip its spaces: the codec's text is valid JSON already, so
-    it goes in as it is (one parse less of up to megabytes per save). Read back, the value is
-    the same either way. On SQLite and MariaDB the value is thus a plain text parameter, which
-    lets compiled statements (statements.py) take it. MariaDB/MySQL keep JSON text as written, and their JSON functions
-    (the in-database append) write it in json.dumps' format: there the stdlib writes, so that
-    every row's text keeps that one format.
-    """
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("dumps", jsoncodec.dumps)
-        kwargs.setdefault("loads", jsoncodec.loads)
-        self._as_text = False
-        super().__init__(**kwargs)
-        self._codec_dumps = self._dumps
-
-    def _db_hook(self, database):
-        mysql = isinstance(database, pw.MySQLDatabase)
-        self._dumps = json.dumps if mysql and self._codec_dumps is jsoncodec.dumps \
-            else self._codec_dumps
-        if isinstance(database, pw.PostgresqlDatabase) and self._codec_dumps is jsoncodec.dumps:
-            self._dumps = jsoncodec.dumps_for_postgresql  # keeps 1e+16 a float in jsonb
-        super()._db_hook(database)
-        # MariaDB: peewee's value there is the bare text parameter too (no CAST, no function).
-        self._as_text = isinstance(database, pw.SqliteDatabase) or (
-            mysql and getattr(database, "mariadb", False))
+    field_type = "JSON"
 
     def db_value(self, value):
-        if self._as_text and value is not None and not isinstance(value, pw.Node):
-            return self._dumps(value)
-        return super().db_value(value)
+        if value is None or isinstance(value, pw.Node):
+            return value
+        return dialects.of(self.model._meta.database).json_param(value)
+
+    def python_value(self, value):
+        if value is None:
+            return None
+        return dialects.of(self.model._meta.database).json_value(value)
 
 
-def _check_schema_of(model):
-    from .migrate import ensure_migrated
+def _is_loaded(kwargs):
+    """True when peewee builds the instance from a row it read.
 
-    ensure_migrated(bound_database(model))
+    peewee's row wrappers construct loaded instances with __no_default__ (peewee 3 and 4);
+    tests/test_models.py fails loudly if a loaded instance stops being recognised.
+    """
+    return bool(kwargs.get("__no_default__"))
 
 
 class BaseModel(pw.Model):
@@ -130,76 +99,53 @@ class BaseModel(pw.Model):
     """
 
     def __init__(self, *args, **kwargs):
-        loaded_from_database = bool(kwargs.get("__no_default__"))
+        loaded = _is_loaded(kwargs)
         super().__init__(*args, **kwargs)
-        self._stored = loaded_from_database
+        self.stored = loaded
 
-    def _check_schema(self):
-        _check_schema_of(type(self))
+    def column_values(self):
+        """{column name: value} of every field, as the instance holds them."""
+        return {field.column_name: getattr(self, field.object_id_name
+                                           if isinstance(field, pw.ForeignKeyField)
+                                           else field.name)
+                for field in self._meta.sorted_fields}
 
-    # Queries made straight on the models check the schema first, so that a database that is
-    # not migrated answers SchemaNotReady, not the driver's "no such table" (one attribute
-    # lookup per query once the database is known to be at the head).
-    @classmethod
-    def select(cls, *fields):
-        _check_schema_of(cls)
-        return super().select(*fields)
-
-    @classmethod
-    def update(cls, __data=None, **update):
-        _check_schema_of(cls)
-        return super().update(__data, **update)
-
-    @classmethod
-    def delete(cls):
-        _check_schema_of(cls)
-        return super().delete()
-
-    @classmethod
-    def insert(cls, __data=None, **insert):
-        _check_schema_of(cls)
-        return super().insert(__data, **insert)
-
-    def save(self, force_insert=False, only=None):
-        self._check_schema()
-        if not self._stored:
-            force_insert = True
-        rows = None
-        if force_insert and only is None:
-            rows = self._insert_compiled()
-        if rows is None:
-            rows = super().save(force_insert=force_insert, only=only)
-        self._stored = True
-        return rows
-
-    def _insert_compiled(self):
-        """peewee's INSERT of save(), compiled once per database and set of fields.
-
-        None (nothing done) where peewee's own path is needed: no primary key value yet, or a
-        value that converts to an SQL expression rather than a parameter.
-        """
-        from .statements import compiled, param, plain
-
-        meta = self._meta
-        if self._pk is None:
-            return None
-        field_dict = self.__data__.copy()
-        self._populate_unsaved_relations(field_dict)
-        names = tuple(sorted(field_dict))
-        values = {name: meta.fields[name].db_value(field_dict[name]) for name in names}
-        if not plain(values.values()):
-            return None
+    def insert_row(self, values):
+        """INSERT this new instance's checked `values`; AlreadyExists if the id is taken."""
         model = type(self)
-        statement = compiled(bound_database(model), ("insert", model) + names,
-                             lambda: model.insert({meta.fields[name]: param(name)
-                                                   for name in names}))
-        statement.execute(values)
-        self._dirty -= set(field_dict)
+        execution.write(model._meta.database.obj, lambda: insert(model, values))
+        self.stored = True
         return 1
 
     class Meta:
         database = database_proxy
         legacy_table_names = False
+
+
+def insert(model, values):
+    """The INSERT of one row of `model` (every column), compiled once per database.
+
+    The caller's transaction decides; an id or foreign key conflict raises AlreadyExists or
+    SessionNotFound, other database errors go up untranslated (execution translates them).
+    """
+    fields = model._meta.sorted_fields
+    statement = compiled(model._meta.database.obj, ("insert", model),
+                         lambda: model.insert({field: param(field.column_name)
+                                               for field in fields}))
+    try:
+        statement.execute({field.column_name: field.db_value(values[field.column_name])
+                           for field in fields})
+    except pw.IntegrityError as exc:
+        raise _integrity_error(model, values, exc) from exc
+
+
+def _integrity_error(model, values, exc):
+    # Every backend names the foreign key in its message; no query needed (on PostgreSQL
+    # none could run now, inside a transaction the error has aborted).
+    if "foreign key" in str(exc).lower() and "session_id" in values:
+        return SessionNotFound("no session with id %r for this state" % (values["session_id"],))
+    return AlreadyExists("%s %r already exists (%s)" % (
+        model._meta.table_name, values.get("id"), " ".join(str(exc).split())))
 
 
 class Session(BaseModel):
@@ -217,14 +163,14 @@ class Session(BaseModel):
         table_name = "sessions"
 
     def save(self, force_insert=False, only=None):
-        check_id("id", self.id)
-        check_optional_text("name", self.name)
-        check_optional_text("user_id", self.user_id)
-        check_status(self.status)
-        check_json("meta", self.meta, backends.json_max_depth(bound_database(Session)))
-        self.created_at = check_timestamp("created_at", self.created_at)
-        self.last_active_at = check_timestamp("last_active_at", self.last_active_at)
-        return super().save(force_insert=force_insert, only=only)
+        """INSERT a new session, UPDATE a stored one; every value is checked first."""
+        database = self._meta.database.obj
+        values = check_session_values(self.column_values(),
+                                      dialects.of(database).json_max_depth)
+        self.created_at, self.last_active_at = values["created_at"], values["last_active_at"]
+        if not self.stored or force_insert:
+            return self.insert_row(values)
+        return execution.write(database, lambda: super(Session, self).save(only=only))
 
 
 class SessionState(BaseModel):
@@ -256,7 +202,7 @@ class SessionState(BaseModel):
     updated_at = UTCDateTimeField(null=True, default=utcnow)
     expires_at = UTCDateTimeField(null=True)
 
-    # Optimistic locking: every write goes through the version-bump update.
+    # Optimistic locking: every write of a stored state goes through bump().
     version = pw.IntegerField(default=1)
 
     class Meta:
@@ -264,8 +210,14 @@ class SessionState(BaseModel):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if not self._stored and "updated_at" not in kwargs:
+        if not self.stored and "updated_at" not in kwargs:
             self.updated_at = self.created_at  # one instant, not two calls of utcnow()
+        self.remember_stored()
+
+    def remember_stored(self):
+        """Note the stored values save() compares with: what a save may not change, and status."""
+        self.stored_values = ({name: getattr(self, name) for name in FIXED_FIELDS}
+                              if self.stored else {})
 
     FACTORY_ARGUMENTS = ("conversation_history", "context_variables", "plan_data",
                          "current_phase", "current_step", "expires_at")
@@ -293,8 +245,6 @@ class SessionState(BaseModel):
         """Factory method: a new, unsaved state for a session; save() inserts it."""
         unknown = sorted(set(kwargs) - set(cls.FACTORY_ARGUMENTS))
         if unknown:
-            from .errors import InvalidStateData
-
             raise InvalidStateData(
                 "create_for_session: unknown argument(s) %s; allowed: %s"
                 % (", ".join(unknown), ", ".join(cls.FACTORY_ARGUMENTS))
@@ -312,30 +262,31 @@ class SessionState(BaseModel):
         )
 
     def save(self, force_insert=False, only=None):
-        """Insert a new state; for a stored one, a version-checked update of what changed.
+        """INSERT a new state; for a stored one, the version-bump update of its data.
 
         A plain UPDATE here would overwrite a concurrent writer's change without noticing, so
-        an existing row goes through the version-bump update (StaleStateError on conflict).
+        a stored row goes through bump() (StaleStateError on conflict); its status is written
+        only when it changed, and then follows the one transition rule.
         """
-        if self._stored and not force_insert:
-            from .state import save_changes
-
-            return save_changes(self)
-        # __data__ holds the raw session id, where self.session would load the Session row.
-        checked = check_state_values(dict(self.__data__),
-                                     backends.json_max_depth(bound_database(SessionState)))
+        database = self._meta.database.obj
+        max_depth = dialects.of(database).json_max_depth
+        if self.stored and not force_insert:
+            changes = {name: getattr(self, name) for name in UPDATABLE_FIELDS + FIXED_FIELDS
+                       if name in DATA_FIELDS or getattr(self, name) != self.stored_values[name]}
+            changes = check_changes(changes, max_depth)  # refuses a changed id, mode...
+            now = utcnow()
+            self.version = execution.write(
+                database, lambda: bump(self.id, self.version, changes, now),
+                single="status" not in changes)
+            self.updated_at = now
+            self.remember_stored()
+            return 1
+        values = check_state_values(self.column_values(), max_depth)
         for name in ("created_at", "updated_at", "expires_at"):
-            if name in checked:
-                setattr(self, name, checked[name])
-        try:
-            return super().save(force_insert=force_insert, only=only)
-        except pw.IntegrityError as exc:
-            # Every backend names the foreign key in its message; no query needed (on
-            # PostgreSQL none could run now, inside a transaction the error has aborted).
-            if "foreign key" in str(exc).lower():
-                raise SessionNotFound("no session with id %r for this state"
-                                      % (self.session_id,)) from exc
-            raise
+            setattr(self, name, values[name])
+        self.insert_row(values)
+        self.remember_stored()
+        return 1
 
 
 def _iso(value):
@@ -343,3 +294,111 @@ def _iso(value):
 
 
 MODELS = (Session, SessionState)
+
+# What a version-bump update may change: the state's data and progress, status and expiry.
+UPDATABLE_FIELDS = ("conversation_history", "context_variables", "plan_data",
+                    "current_phase", "current_step", "status", "expires_at")
+# save() of a stored state always writes these (an edit made in place, such as
+# state.context_variables["k"] = v, changes no attribute it could notice)...
+DATA_FIELDS = ("conversation_history", "context_variables", "plan_data", "current_phase",
+               "current_step", "expires_at")
+# ...and refuses a change to these; status is written when it changed, by the transition rule.
+FIXED_FIELDS = ("id", "session_id", "mode", "created_at", "status")
+
+
+def check_changes(changes, max_depth):
+    """Refuse unknown or unstorable changes before anything is written."""
+    unknown = sorted(set(changes) - set(UPDATABLE_FIELDS))
+    if unknown:
+        refuse(", ".join(unknown), "cannot be updated; updatable fields are: %s"
+               % ", ".join(UPDATABLE_FIELDS))
+    return check_state_values(changes, max_depth)
+
+
+def bump(state_id, expected_version, changes, now):
+    """The version-bump UPDATE of checked `changes`; returns the new version.
+
+    One ``UPDATE ... WHERE id = ? AND version = ?`` that also sets updated_at and
+    version + 1, compiled once per database and set of fields. No row matched: someone else
+    wrote first (StaleStateError), the state is gone (SessionNotFound), or the status change
+    is not allowed from the current status (InvalidTransition). A status change moves the
+    session row too; run it inside one transaction (execution.write).
+    """
+    database = SessionState._meta.database.obj
+    names = tuple(sorted(changes))
+    target = changes.get("status")
+    statement = compiled(database, ("bump", target) + names,
+                         lambda: _bump_query(names, target))
+    fields = SessionState._meta.fields
+    values = {name: fields[name].db_value(value) for name, value in changes.items()}
+    values.update(updated_at=SessionState.updated_at.db_value(now), state_id=state_id,
+                  expected_version=expected_version)
+    if statement.rows_affected(values) != 1:
+        raise missing_or_stale(state_id, expected_version, target)
+    if target is not None:
+        _session_follows(state_id, target, now)
+    return expected_version + 1
+
+
+def _bump_query(names, target):
+    values = {SessionState._meta.fields[name]: param(name) for name in names}
+    values[SessionState.updated_at] = param("updated_at")
+    values[SessionState.version] = SessionState.version + 1
+    where = ((SessionState.id == param("state_id"))
+             & (SessionState.version == param("expected_version")))
+    if target is not None:  # the one transition rule, checked by the UPDATE itself
+        where &= SessionState.status.in_(
+            [status for status in STATUSES if check_transition(status, target)])
+    return SessionState.update(values).where(where)
+
+
+def _session_follows(state_id, status, now):
+    """The session row takes the status of its state (in the caller's transaction)."""
+    database = Session._meta.database.obj
+    statement = compiled(database, "session_follows", lambda: Session.update(
+        status=param("status"), last_active_at=param("now")).where(
+        Session.id == SessionState.select(SessionState.session_id)
+        .where(SessionState.id == param("state_id"))))
+    statement.execute({"status": status, "now": Session.last_active_at.db_value(now),
+                       "state_id": state_id})
+
+
+def missing_or_stale(state_id, expected_version, target_status=None):
+    """After an UPDATE matched no row: the error that says why."""
+    database = SessionState._meta.database.obj
+    statement = compiled(database, "version_and_status", lambda: SessionState.select(
+        SessionState.version, SessionState.status).where(SessionState.id == param("state_id")))
+    rows = statement.rows({"state_id": state_id})
+    if not rows:
+        return SessionNotFound("no session state with id %r" % (state_id,))
+    actual, status = rows[0]
+    if actual != expected_version or target_status is None:
+        return StaleStateError(state_id, expected_version, actual)
+    return InvalidTransition(status, target_status)
+
+
+def load_state(row):
+    """A stored SessionState from a row of every column, in _meta.sorted_fields order."""
+    return SessionState(__no_default__=1, **{
+        field.name: field.python_value(value) if value is not None else None
+        for field, value in zip(SessionState._meta.sorted_fields, row)})
+
+
+def latest_state_query(session_id, *columns):
+    """A session's current state: its most recently updated (ties: newest created, then id)."""
+    return (SessionState.select(*columns)
+            .where(SessionState.session_id == session_id)
+            .order_by(SessionState.updated_at.desc(), SessionState.created_at.desc(),
+                      SessionState.id.desc())
+            .limit(1))
+
+
+def has_newer_state(state):
+    """SQL: some other state of `state`'s session comes before it in latest_state_query's order."""
+    newer = SessionState.alias("newer")
+    same_time = newer.updated_at == state.updated_at
+    return pw.fn.EXISTS(newer.select(pw.SQL("1")).where(
+        (newer.session_id == state.session_id)
+        & ((newer.updated_at > state.updated_at)
+           | (same_time & (newer.created_at > state.created_at))
+           | (same_time & (newer.created_at == state.created_at) & (newer.id > state.id)))))

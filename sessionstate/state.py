@@ -1,118 +1,25 @@
-"""The version-bump update: the one way a stored session state changes.
+"""One state's reads and version-checked writes: get, update, append, tail, modify.
 
-Every write is a single ``UPDATE ... WHERE id = ? AND version = ?`` that also sets
-``updated_at`` and ``version = version + 1``. If it matches no row, someone else wrote first
-(or the row is gone): the caller gets StaleStateError or SessionNotFound, never a silent
-lost update. On success nothing is read back, since histories can be megabytes.
+Every write is the version-bump UPDATE (models.bump) or the in-database append; none reads
+a state back after writing it, since histories can be megabytes.
 """
 
-from . import backends
+import random
+import time
+
+from . import dialects, execution
+from .errors import SessionNotFound, StaleStateError
 from .db import get_database
-from .errors import InvalidStateData, InvalidTransition, SessionNotFound, StaleStateError
-from .migrate import ensure_migrated
-from .models import Session, SessionState, bound_database, utcnow
-from .statements import compiled, param, plain
-from .validation import (JSON_FIELDS, STATUSES, TRANSITIONS, check_id, check_state_values,
-                         check_version)
+from .migrate import ensure_migrated, ready_database
+from .models import (SessionState, bump, check_changes, latest_state_query, load_state,
+                     missing_or_stale, utcnow)
+from .statements import Statement, compiled, param
+from .validation import check_id, check_json, check_positive_int, check_version, refuse
 
-# What update_state may change: the state's data and progress, its status and expiry.
-UPDATABLE_FIELDS = (
-    "conversation_history",
-    "context_variables",
-    "plan_data",
-    "current_phase",
-    "current_step",
-    "status",
-    "expires_at",
-)
-
-
-def checked_changes(changes, database):
-    unknown = sorted(set(changes) - set(UPDATABLE_FIELDS))
-    if unknown:
-        raise InvalidStateData(
-            "cannot update %s; updatable fields are: %s"
-            % (", ".join(unknown), ", ".join(UPDATABLE_FIELDS))
-        )
-    return check_state_values(changes, backends.json_max_depth(database))
-
-
-def missing_or_stale(state_id, expected_version, target_status=None):
-    """After an UPDATE matched no row: the error that says why."""
-    row = (SessionState.select(SessionState.version, SessionState.status)
-           .where(SessionState.id == state_id).tuples().first())
-    if row is None:
-        return SessionNotFound("no session state with id %r" % (state_id,))
-    actual, status = row
-    if actual != expected_version or target_status is None:
-        return StaleStateError(state_id, expected_version, actual)
-    return InvalidTransition(status, target_status)
-
-
-def statuses_allowing(target):
-    """The statuses from which a state may move to `target` (itself included)."""
-    return tuple(status for status in STATUSES if status == target or target in TRANSITIONS[status])
-
-
-def bump(state_id, expected_version, changes, now):
-    """Run the version-bump UPDATE for already-checked `changes`; returns the new version.
-
-    The UPDATE for a given set of fields is compiled once per database (statements); a value
-    that converts to an SQL expression rather than a parameter takes peewee's own path.
-    """
-    if "status" in changes:
-        return _bump_with_status(state_id, expected_version, changes, now)
-    fields = SessionState._meta.fields
-    names = tuple(sorted(changes))
-    values = {name: fields[name].db_value(value) for name, value in changes.items()}
-    if plain(values.values()):
-        values["updated_at"] = SessionState.updated_at.db_value(now)
-        values["state_id"] = SessionState.id.db_value(state_id)
-        values["expected_version"] = SessionState.version.db_value(expected_version)
-        statement = compiled(bound_database(SessionState), ("bump",) + names,
-                             lambda: _bump_query(names))
-        if statement.rows_affected(values) != 1:
-            raise missing_or_stale(state_id, expected_version)
-        return expected_version + 1
-    values = {fields[name]: value for name, value in changes.items()}
-    values[SessionState.updated_at] = now
-    values[SessionState.version] = SessionState.version + 1
-    query = SessionState.update(values).where(
-        (SessionState.id == state_id) & (SessionState.version == expected_version)
-    )
-    if query.execute() != 1:
-        raise missing_or_stale(state_id, expected_version)
-    return expected_version + 1
-
-
-def _bump_with_status(state_id, expected_version, changes, now):
-    """The version-bump UPDATE of a status change: the lifecycle is kept, the session follows.
-
-    The UPDATE also requires the current status to allow the new one (completed and expired
-    are final), and the session row takes the same status, in the same transaction.
-    """
-    target = changes["status"]
-    values = {SessionState._meta.fields[name]: value for name, value in changes.items()}
-    values[SessionState.updated_at] = now
-    values[SessionState.version] = SessionState.version + 1
-    query = SessionState.update(values).where(
-        (SessionState.id == state_id) & (SessionState.version == expected_version)
-        & SessionState.status.in_(statuses_allowing(target)))
-    owner = SessionState.select(SessionState.session_id).where(SessionState.id == state_id)
-    with SessionState._meta.database.atomic():
-        if query.execute() != 1:
-            raise missing_or_stale(state_id, expected_version, target)
-        Session.update(status=target, last_active_at=now).where(Session.id == owner).execute()
-    return expected_version + 1
-
-
-def _bump_query(names):
-    values = {SessionState._meta.fields[name]: param(name) for name in names}
-    values[SessionState.updated_at] = param("updated_at")
-    values[SessionState.version] = SessionState.version + 1
-    return SessionState.update(values).where(
-        (SessionState.id == param("state_id"))
-        & (SessionState.version == param("expected_version")))
+APPEND_COMPILED = 16  # batch sizes whose append statement is compiled once and kept
+# modify_state's attempts: enough for a handful of workers racing on one state to get through
+# (each lost race costs one re-read); raise it for more writers on one state.
+MODIFY_ATTEMPTS = 50
 
 
 def update_state(state_id, expected_version, **changes):
@@ -125,25 +32,128 @@ def update_state(state_id, expected_version, **changes):
     check_id("state_id", state_id)
     check_version(expected_version)
     database = get_database()
-    checked = checked_changes(changes, database)
-    ensure_migrated(database)
-    return backends.with_retries(lambda: bump(state_id, expected_version, checked, utcnow()))
-
-
-def save_changes(state):
-    """SessionState.save() of a stored instance: its changed fields, version-checked."""
-    # version and updated_at are ours to set; any other field outside UPDATABLE_FIELDS is
-    # refused by checked_changes below. The JSON fields are always written: an edit made in
-    # place (state.context_variables["k"] = v) does not mark them dirty.
-    names = [name for name in state._dirty if name not in ("version", "updated_at")]
-    names += [name for name in JSON_FIELDS if name not in names]
-    dirty = {name: state.__data__.get(name) for name in names}
-    database = state._meta.database
-    checked = checked_changes(dirty, database)
+    checked = check_changes(changes, dialects.of(database).json_max_depth)
     ensure_migrated(database)
     now = utcnow()
-    state.version = backends.with_retries(
-        lambda: bump(state.id, state.version, checked, now))
-    state.updated_at = now
-    state._dirty.clear()
-    return 1
+    return execution.write(database, lambda: bump(state_id, expected_version, checked, now),
+                           single="status" not in checked)
+
+
+def get_state(session_id):
+    """The session's current state: its most recently updated one. SessionNotFound if none."""
+    check_id("session_id", session_id)
+    database = ready_database()
+    statement = compiled(database, "get_state", lambda: latest_state_query(
+        param("session_id"), *SessionState._meta.sorted_fields))
+    rows = execution.read(database, lambda: statement.rows({"session_id": session_id}))
+    if not rows:
+        raise SessionNotFound("no session with id %r" % (session_id,))
+    return load_state(rows[0])
+
+
+def recent_messages(state_id, limit):
+    """The last `limit` messages of a state's history, oldest first, sliced in the database."""
+    check_id("state_id", state_id)
+    check_positive_int("limit", limit)
+    database = ready_database()
+    sql = dialects.of(database).tail_sql
+    rows = execution.read(database, lambda: database.execute_sql(sql, (state_id, limit))
+                          .fetchall())
+    items = dialects.tail_items(rows, limit)
+    if items is None:
+        raise SessionNotFound("no session state with id %r" % (state_id,))
+    return items
+
+
+def append_messages(state_id, messages, expected_version=None):
+    """Append messages to the history inside the database; returns the new version.
+
+    Without expected_version, concurrent appends from many processes are all kept (the
+    append is one UPDATE evaluated against the current row). With it, a stale version is
+    refused with StaleStateError and nothing is appended.
+    """
+    check_id("state_id", state_id)
+    if not isinstance(messages, (list, tuple)) or not messages:
+        refuse("messages", "must be a non-empty list, got %r" % (messages,))
+    if expected_version is not None:
+        check_version(expected_version)
+    database = ready_database()
+    dialect = dialects.of(database)
+    check_json("messages", list(messages), dialect.json_max_depth)
+    checked = expected_version is not None
+    returning = dialect.update_returning and not checked
+    shape = (len(messages), checked, returning)
+    build = lambda: _append_query(dialect, *shape)  # noqa: E731
+    statement = (compiled(database, ("append",) + shape, build)
+                 if len(messages) <= APPEND_COMPILED else Statement(database, build()))
+    values = dialect.append_values(messages)
+    values.update(updated_at=SessionState.updated_at.db_value(utcnow()), state_id=state_id,
+                  expected_version=expected_version)
+
+    def run():
+        if returning:  # the new version comes back from the UPDATE itself
+            rows = statement.rows(values)
+            if not rows:
+                raise SessionNotFound("no session state with id %r" % (state_id,))
+            return rows[0][0]
+        if statement.rows_affected(values) != 1:
+            raise missing_or_stale(state_id, expected_version)
+        return expected_version + 1 if checked else _version_of(database, state_id)
+
+    return execution.write(database, run, single=returning or checked)
+
+
+def _append_query(dialect, count, checked, returning):
+    """The append UPDATE, with placeholders where the messages and the ids go."""
+    history = SessionState.conversation_history
+    where = SessionState.id == param("state_id")
+    if checked:
+        where &= SessionState.version == param("expected_version")
+    query = SessionState.update({
+        history: dialect.append_expression(history, count, param),
+        SessionState.updated_at: param("updated_at"),
+        SessionState.version: SessionState.version + 1,
+    }).where(where)
+    return query.returning(SessionState.version) if returning else query
+
+
+def _version_of(database, state_id):
+    """The state's version, read inside the append's transaction (our UPDATE holds the row)."""
+    statement = compiled(database, "version", lambda: SessionState.select(
+        SessionState.version).where(SessionState.id == param("state_id")))
+    return statement.rows({"state_id": state_id})[0][0]
+
+
+def modify_state(state_id, fn, *, attempts=MODIFY_ATTEMPTS):
+    """Read the state, call fn(state) for a dict of changes, write them version-checked.
+
+    fn runs outside any transaction and lock (it may be a slow LLM call). When another
+    writer got in between (StaleStateError), the state is read again and fn called again,
+    up to `attempts` times in all, with a growing random pause; the last StaleStateError is
+    re-raised. Returns the new version. fn must not write to the database itself.
+    """
+    check_id("state_id", state_id)
+    if not callable(fn):
+        refuse("fn", "must be callable, got %r" % (fn,))
+    check_positive_int("attempts", attempts)
+    database = ready_database()
+    max_depth = dialects.of(database).json_max_depth
+    statement = compiled(database, "state_by_id", lambda: SessionState.select(
+        *SessionState._meta.sorted_fields).where(SessionState.id == param("state_id")))
+    for attempt in range(attempts):
+        rows = execution.read(database, lambda: statement.rows({"state_id": state_id}))
+        if not rows:
+            raise SessionNotFound("no session state with id %r" % (state_id,))
+        state = load_state(rows[0])
+        changes = fn(state)
+        if not isinstance(changes, dict):
+            refuse("fn", "must return a dict of changes, returned %r" % (changes,))
+        checked = check_changes(changes, max_depth)
+        now = utcnow()
+        try:
+            return execution.write(database, lambda: bump(state.id, state.version, checked, now),
+                                   single="status" not in checked)
+        except StaleStateError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0, 0.001 * min(2 ** attempt, 64)))

@@ -1,15 +1,16 @@
-"""Compiled statements, kept per database: built and compiled by peewee once, then only executed.
+"""Compiled statements: a query turned into SQL by peewee once per database, then only executed.
 
-Compiling a query is most of what a small call costs in peewee: two thirds of a get_state()
-of a short history go to turning the query into SQL. The hot paths run statements of a fixed
-shape, so each is built once per database and per shape, with placeholders (param(name))
-where a call's values go; a call puts its values (already converted by the fields'
-db_value, as peewee would) in place of the placeholders and executes the same SQL text
-peewee would have produced.
+Compiling a query is most of what a small call costs in peewee. The hot paths run
+statements of a fixed shape, so each is built once per database and shape with
+placeholders (``param(name)``) where a call's values go, compiled with the public
+``query.sql()``, and executed with ``Database.execute_sql`` and the call's values (already
+converted by the fields' ``db_value``, as peewee would).
 
     statement = compiled(database, "key", lambda: Model.select().where(Model.x == param("x")))
-    rows = statement.rows({"x": value})
+    cursor = statement.execute({"x": value})
 """
+
+import weakref
 
 import peewee as pw
 
@@ -32,18 +33,16 @@ def param(name):
 
 
 class Statement:
-    """A query compiled once: its SQL, its parameters with Slots, and the query for its rows."""
+    """A query compiled once: its SQL, and its parameters with Slots where values go."""
 
-    __slots__ = ("database", "query", "sql", "params", "slots", "columns")
+    __slots__ = ("database", "sql", "params", "slots")
 
     def __init__(self, database, query):
         self.database = database
-        self.query = query
         self.sql, params = query.sql()
         self.params = list(params)
         self.slots = [(index, value.name) for index, value in enumerate(self.params)
                       if isinstance(value, Slot)]
-        self.columns = None  # how peewee's row wrapper read the result's columns, once known
 
     def execute(self, values):
         """Run the statement with `values` (name -> database value); returns the cursor."""
@@ -52,46 +51,24 @@ class Statement:
             params[index] = values[name]
         return self.database.execute_sql(self.sql, params)
 
-    def rows(self, values, query=None):
-        """The rows, as the query (or `query`, of the same shape) would give them.
-
-        peewee's row wrapper works out, from the cursor's description, which column is which
-        field and how to convert it, at every execution; the result's columns are the same
-        every time here, so what it worked out the first time is handed to the next wrappers.
-        """
-        query = self.query if query is None else query  # (a query's truth runs it)
-        wrapper = query._get_cursor_wrapper(self.execute(values))
-        known = self.columns
-        if known is not None and type(wrapper) is known[0]:
-            wrapper.__dict__.update(known[1])
-            wrapper.initialized = True
-        rows = list(wrapper)
-        if known is None and wrapper.initialized:
-            self.columns = (type(wrapper), {name: wrapper.__dict__[name] for name in
-                                            _WRAPPER_COLUMNS if name in wrapper.__dict__})
-        return rows
+    def rows(self, values):
+        return self.execute(values).fetchall()
 
     def rows_affected(self, values):
         return self.database.rows_affected(self.execute(values))
 
 
-# What peewee's model row wrappers compute in initialize() (peewee 4.x): the columns and
-# their fields and converters.
-_WRAPPER_COLUMNS = ("columns", "fields", "converters", "no_convert", "convert", "ncols",
-                    "unique_columns")
+# database -> {key: Statement}; weak, so a closed and dropped database takes its cache along
+# (kept here rather than on peewee's database object, which is not ours to extend).
+_CACHE = weakref.WeakKeyDictionary()
 
 
 def compiled(database, key, build):
     """The Statement for `key` on `database`, built by build() and compiled on first use."""
-    cache = database.__dict__.get("_sessionstate_statements")
+    cache = _CACHE.get(database)
     if cache is None:
-        cache = database._sessionstate_statements = {}
+        cache = _CACHE[database] = {}
     statement = cache.get(key)
     if statement is None:
         statement = cache[key] = Statement(database, build())
     return statement
-
-
-def plain(values):
-    """True when every value is a plain parameter (no SQL expression to compile in)."""
-    return not any(isinstance(value, pw.Node) for value in values)

@@ -17,33 +17,27 @@ import datetime as dt
 import json
 import re
 
-import peewee as pw
-
-from . import backends
+from . import dialects, execution
 from .db import get_database
-from .errors import ImportConflict, InvalidExport, InvalidStateData, SessionNotFound
-from .migrate import ensure_migrated
-from .models import Session, SessionState
-from .validation import check_id, check_json, check_state_values, check_status
+from .errors import AlreadyExists, ImportConflict, InvalidExport, InvalidStateData
+from .errors import SessionNotFound
+from .migrate import ensure_migrated, ready_database
+from .models import Session, SessionState, insert
+from .validation import (SESSION_RULES, STATE_RULES, TIMESTAMP_COLUMNS, check_id,
+                         check_session_values, check_state_values)
 
 FORMAT = "sessionstate-export"
 FORMAT_VERSION = 1
 DOCUMENT_KEYS = ("format", "format_version", "session", "states")
-SESSION_COLUMNS = ("id", "name", "user_id", "status", "meta", "created_at", "last_active_at")
-STATE_COLUMNS = ("id", "session_id", "mode", "conversation_history", "context_variables",
-                 "plan_data", "current_phase", "current_step", "status", "created_at",
-                 "updated_at", "expires_at", "version")
-TIMESTAMPS = {"created_at", "last_active_at", "updated_at", "expires_at"}
-TEXT_LIMIT = 255  # sessions.name and sessions.user_id
-INT32 = 2**31  # version and current_step are 32-bit INTEGER columns
-# MariaDB's DATETIME is the narrowest range of the three backends.
+SESSION_COLUMNS = tuple(SESSION_RULES)
+STATE_COLUMNS = tuple(STATE_RULES)
+# A document must import into any backend: MariaDB's DATETIME is the narrowest range.
 YEARS = (1000, 9999)
-INSERT_BATCH = 100  # rows per INSERT, well under every backend's parameter limit
+PORTABLE_DEPTH = min(dialect.json_max_depth for dialect in dialects.DIALECTS)
 
 # ISO 8601 with an explicit offset (or Z) and at most microseconds, which is what the
 # databases store: anything finer would be silently cut, so it is refused instead.
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 # -- export ---------------------------------------------------------------------------------
@@ -52,28 +46,30 @@ def _iso(value):
     return value.isoformat(timespec="microseconds") if value is not None else None
 
 
-def _row(instance, columns):
-    row = {}
-    for name in columns:
-        value = instance.__data__.get(type(instance)._meta.combined[name].name)
-        row[name] = _iso(value) if name in TIMESTAMPS else value
-    return row
+def _row(instance):
+    return {name: _iso(value) if name in TIMESTAMP_COLUMNS else value
+            for name, value in instance.column_values().items()}
 
 
 def export_session(session_id):
     """The export document (a dict) of a session and all its states; SessionNotFound if none."""
     check_id("session_id", session_id)
-    ensure_migrated(get_database())
-    session = Session.get_or_none(Session.id == session_id)
+    database = ready_database()
+
+    def read():
+        session = Session.get_or_none(Session.id == session_id)
+        states = list(SessionState.select().where(SessionState.session_id == session_id)
+                      .order_by(SessionState.created_at, SessionState.id))
+        return session, states
+
+    session, states = execution.read(database, read)
     if session is None:
         raise SessionNotFound("no session with id %r" % (session_id,))
-    states = (SessionState.select().where(SessionState.session_id == session_id)
-              .order_by(SessionState.created_at, SessionState.id))
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "session": _row(session, SESSION_COLUMNS),
-        "states": [_row(state, STATE_COLUMNS) for state in states],
+        "session": _row(session),
+        "states": [_row(state) for state in states],
     }
 
 
@@ -112,14 +108,14 @@ def loads(data):
         try:
             data = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise InvalidExport("the import file is not UTF-8 text: %s" % exc) from None
+            raise InvalidExport("the import file is not UTF-8 text: %s" % exc) from exc
     try:
         return json.loads(data, object_pairs_hook=_no_duplicate_keys,
                           parse_constant=_no_constants)
-    except RecursionError:
-        raise InvalidExport("the import file is not usable JSON: nested too deeply") from None
+    except RecursionError as exc:
+        raise InvalidExport("the import file is not usable JSON: nested too deeply") from exc
     except ValueError as exc:
-        raise InvalidExport("the import file is not valid JSON: %s" % exc) from None
+        raise InvalidExport("the import file is not valid JSON: %s" % exc) from exc
 
 
 # -- validating a document ------------------------------------------------------------------
@@ -142,17 +138,16 @@ def _json_type(value):
             list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
 
 
-def _timestamp(where, value, nullable):
-    """An aware UTC datetime from the document's ISO 8601 text."""
+def _timestamp(where, value):
+    """An aware UTC datetime from the document's ISO 8601 text (None stays None)."""
     if value is None:
-        if nullable:
-            return None
-        _refuse(where, "must be a timestamp, got null")
+        return None
     if not isinstance(value, str) or not _TIMESTAMP.fullmatch(value):
         _refuse(where, "must be an ISO 8601 timestamp with an offset such as "
                 "'2024-05-01T12:00:00.000000+00:00', got %s" % _short(value))
     try:
-        parsed = dt.datetime.fromisoformat(value).astimezone(dt.timezone.utc)
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = parsed.astimezone(dt.timezone.utc)
     except (ValueError, OverflowError) as exc:
         _refuse(where, "%s is not a valid timestamp: %s" % (_short(value), exc))
     if not YEARS[0] <= parsed.year <= YEARS[1]:
@@ -166,40 +161,22 @@ def _short(value, limit=80):
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _text(where, value, nullable=True):
-    if value is None and nullable:
-        return
-    if not isinstance(value, str) or len(value) > TEXT_LIMIT or _UNSTORABLE.search(value):
-        _refuse(where, "must be %sa string of at most %d characters without NUL, got %s"
-                % ("null or " if nullable else "", TEXT_LIMIT, _short(value)))
-
-
-def _identifier(where, value):
-    if not isinstance(value, str) or _UNSTORABLE.search(value or ""):
-        _refuse(where, "must be an id string, got %s" % _short(value))
+def _checked_row(where, item, columns, check, max_depth):
+    """One row of the document, checked by the library's own column rules."""
+    _check_keys(where, item, columns)
+    row = {name: _timestamp("%s.%s" % (where, name), value)
+           if name in TIMESTAMP_COLUMNS else value for name, value in item.items()}
     try:
-        check_id("id", value)
-    except InvalidStateData:
-        _refuse(where, "must be an id string of 1 to 36 characters, got %s" % _short(value))
+        return check(row, max_depth)
+    except InvalidStateData as exc:
+        raise InvalidExport("invalid export document: %s.%s" % (where, exc)) from exc
 
 
-def _int32(where, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int):
-        _refuse(where, "must be an integer, got %s" % _short(value))
-    if not minimum <= value < INT32:
-        _refuse(where, "%d is outside %d to %d" % (value, minimum, INT32 - 1))
-
-
-def _rephrase(where, exc):
-    """A validation message ("mode: must be ...") placed in the document ("states[0].mode")."""
-    raise InvalidExport("invalid export document: %s.%s" % (where, exc)) from None
-
-
-def check_document(document, max_depth=min(backends.JSON_MAX_DEPTH.values())):
+def check_document(document, max_depth=PORTABLE_DEPTH):
     """Validate a parsed export document; returns (session row, state rows) ready to insert.
 
-    Every key, type and value is checked with the same rules the library applies to its own
-    writes; the first problem raises InvalidExport naming where it is.
+    Every key, type and value is checked with the rules the library applies to its own
+    writes (validation); the first problem raises InvalidExport naming where it is.
     """
     _check_keys(None, document, DOCUMENT_KEYS)
     if document["format"] != FORMAT:
@@ -207,44 +184,23 @@ def check_document(document, max_depth=min(backends.JSON_MAX_DEPTH.values())):
     if type(document["format_version"]) is not int or document["format_version"] != FORMAT_VERSION:
         _refuse("format_version", "this version of sessionstate reads version %d, got %s"
                 % (FORMAT_VERSION, _short(document["format_version"])))
-
-    source = document["session"]
-    _check_keys("session", source, SESSION_COLUMNS)
-    session = dict(source)
-    _identifier("session.id", source["id"])
-    _text("session.name", source["name"])
-    _text("session.user_id", source["user_id"])
-    try:
-        check_status(source["status"])
-        check_json("meta", source["meta"], max_depth)
-    except InvalidStateData as exc:
-        _rephrase("session", exc)
+    session = _checked_row("session", document["session"], SESSION_COLUMNS,
+                           check_session_values, max_depth)
     for name in ("created_at", "last_active_at"):
-        session[name] = _timestamp("session.%s" % name, source[name], nullable=False)
-
+        if session[name] is None:
+            _refuse("session.%s" % name, "must be a timestamp, got null")
     if not isinstance(document["states"], list):
         _refuse("states", "must be an array, got %s" % _json_type(document["states"]))
     states, seen = [], set()
     for index, item in enumerate(document["states"]):
         where = "states[%d]" % index
-        _check_keys(where, item, STATE_COLUMNS)
-        state = dict(item)
-        _identifier(where + ".id", item["id"])
-        if item["id"] in seen:
-            _refuse(where + ".id", "%r appears twice in the document" % item["id"])
-        seen.add(item["id"])
-        if item["session_id"] != source["id"]:
+        state = _checked_row(where, item, STATE_COLUMNS, check_state_values, max_depth)
+        if state["id"] in seen:
+            _refuse(where + ".id", "%r appears twice in the document" % state["id"])
+        seen.add(state["id"])
+        if state["session_id"] != session["id"]:
             _refuse(where + ".session_id", "%s is not the session's id %r"
-                    % (_short(item["session_id"]), source["id"]))
-        for name in ("created_at", "updated_at", "expires_at"):
-            state[name] = _timestamp("%s.%s" % (where, name), item[name], nullable=True)
-        _int32(where + ".version", item["version"], 1)
-        if item["current_step"] is not None:
-            _int32(where + ".current_step", item["current_step"], -INT32)
-        try:
-            state = check_state_values(state, max_depth)
-        except InvalidStateData as exc:
-            _rephrase(where, exc)
+                    % (_short(state["session_id"]), session["id"]))
         states.append(state)
     return session, states
 
@@ -259,6 +215,9 @@ def _existing(model, ids):
     return sorted(found)
 
 
+INSERT_BATCH = 100  # ids per IN (...) list
+
+
 def import_session(document):
     """Create the session and states of an export document in the current database.
 
@@ -267,29 +226,30 @@ def import_session(document):
     states). InvalidExport or ImportConflict leave the database unchanged.
     """
     database = get_database()
-    session, states = check_document(document, backends.json_max_depth(database))
+    session, states = check_document(document, dialects.of(database).json_max_depth)
     ensure_migrated(database)
-    state_ids = [state["id"] for state in states]
+
+    def run():
+        if _existing(Session, [session["id"]]):
+            raise ImportConflict("session %s already exists in the target database; "
+                                 "nothing imported" % session["id"])
+        taken = _existing(SessionState, [state["id"] for state in states])
+        if taken:
+            shown = ", ".join(taken[:3]) + (" and %d more" % (len(taken) - 3)
+                                            if len(taken) > 3 else "")
+            raise ImportConflict("session state(s) %s already exist in the target "
+                                 "database; nothing imported" % shown)
+        insert(Session, session)
+        for state in states:
+            insert(SessionState, state)
+
     try:
-        with backends.write_lock(database):
-            if _existing(Session, [session["id"]]):
-                raise ImportConflict("session %s already exists in the target database; "
-                                     "nothing imported" % session["id"])
-            taken = _existing(SessionState, state_ids)
-            if taken:
-                shown = ", ".join(taken[:3]) + (" and %d more" % (len(taken) - 3)
-                                                if len(taken) > 3 else "")
-                raise ImportConflict("session state(s) %s already exist in the target "
-                                     "database; nothing imported" % shown)
-            Session.insert({Session._meta.combined[k]: v for k, v in session.items()}).execute()
-            for start in range(0, len(states), INSERT_BATCH):
-                rows = [{SessionState._meta.combined[k]: v for k, v in state.items()}
-                        for state in states[start:start + INSERT_BATCH]]
-                SessionState.insert_many(rows).execute()
-    except pw.IntegrityError as exc:
+        execution.write(database, run)
+    except (SessionNotFound, AlreadyExists) as exc:
+        if isinstance(exc, ImportConflict):
+            raise
         # An id taken between our check and our insert, or two ids of the document that the
-        # database's collation holds equal (MariaDB compares case-insensitively).
+        # database's collation holds equal.
         raise ImportConflict("session %s conflicts with rows of the target database (%s); "
-                             "nothing imported" % (session["id"], " ".join(str(exc).split()))
-                             ) from exc
+                             "nothing imported" % (session["id"], exc)) from exc
     return session["id"], len(states)

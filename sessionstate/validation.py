@@ -141,6 +141,11 @@ def check_json(field, value, max_depth):
             _refuse(field, path, "%s is not a JSON value" % type(item).__name__)
 
 
+INT32 = 2**31  # version and current_step are INTEGER columns: 32 bits on the servers
+TEXT_LIMIT = 255  # sessions.name and sessions.user_id
+ID_LIMIT = 36  # every id is a String(36)
+
+
 def check_short_text(field, value, *, nullable):
     """mode and current_phase: a non-empty string of at most 50 characters."""
     if value is None and nullable:
@@ -150,6 +155,10 @@ def check_short_text(field, value, *, nullable):
     if len(value) > SHORT_TEXT_LIMIT:
         _refuse(field, (), "is %d characters long; the limit is %d"
                 % (len(value), SHORT_TEXT_LIMIT))
+    _check_characters(field, value)
+
+
+def _check_characters(field, value):
     if _UNSTORABLE_CHARACTER.search(value):
         _refuse(field, (), "contains a NUL character or a lone surrogate")
 
@@ -159,13 +168,19 @@ def check_status(value, field="status"):
         _refuse(field, (), "%r is not one of %s" % (value, ", ".join(STATUSES)))
 
 
+def check_transition(current, target):
+    """The one rule for status changes; True if `current` may become `target`."""
+    return target in TRANSITIONS.get(current, ())
+
+
 def check_step(value, field="current_step"):
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int):
         _refuse(field, (), "must be an integer, got %r" % (value,))
-    if not -(2**31) <= value < 2**31:
-        _refuse(field, (), "%d does not fit in the column's 32-bit integer" % value)
+    if not -INT32 <= value < INT32:
+        _refuse(field, (), "%d is outside %d to %d, the column's 32-bit integer"
+                % (value, -INT32, INT32 - 1))
 
 
 def check_timestamp(field, value):
@@ -183,63 +198,102 @@ def check_timestamp(field, value):
 
 
 def check_id(field, value):
-    if not isinstance(value, str) or not value or len(value) > 36:
-        _refuse(field, (), "must be an id string of at most 36 characters, got %r" % (value,))
-    if _UNSTORABLE_CHARACTER.search(value):
-        _refuse(field, (), "contains a NUL character or a lone surrogate")
+    if not isinstance(value, str) or not value or len(value) > ID_LIMIT:
+        _refuse(field, (), "must be an id string of at most %d characters, got %r"
+                % (ID_LIMIT, value))
+    _check_characters(field, value)
 
 
-def check_optional_text(field, value, limit=255):
+def check_optional_text(field, value, limit=TEXT_LIMIT):
     """name and user_id: None, or a string of at most `limit` storable characters."""
     if value is None:
         return
     if not isinstance(value, str) or len(value) > limit:
         _refuse(field, (), "must be a string of at most %d characters, got %r" % (limit, value))
-    if _UNSTORABLE_CHARACTER.search(value):
-        _refuse(field, (), "contains a NUL character or a lone surrogate")
-
-
-INT32 = 2**31  # version and current_step are INTEGER columns: 32 bits on the servers
+    _check_characters(field, value)
 
 
 def check_version(value, field="expected_version"):
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < INT32:
-        _refuse(field, (), "must be a positive integer below 2**31, got %r" % (value,))
+    if isinstance(value, bool) or not isinstance(value, int):
+        _refuse(field, (), "must be an integer, got %r" % (value,))
+    if not 1 <= value < INT32:
+        _refuse(field, (), "%d is outside 1 to %d" % (value, INT32 - 1))
+
+
+def check_positive_int(field, value, maximum=INT32 - 1):
+    """limit, attempts and the like: an integer from 1 to `maximum`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        _refuse(field, (), "must be a positive integer, got %r" % (value,))
+    if value > maximum:
+        _refuse(field, (), "must be at most %d, got %d" % (maximum, value))
 
 
 # The history is appended to inside the database, which needs an array; the context is a
-# key-value mapping by definition. plan_data may be any JSON value.
+# key-value mapping by definition. plan_data and meta may be any JSON value.
 CONTAINER_TYPES = {"conversation_history": (list, tuple), "context_variables": (dict,)}
 
 
-def _check_container(field, value):
-    expected = CONTAINER_TYPES.get(field)
-    if value is not None and expected and not isinstance(value, expected):
-        _refuse(field, (), "must be a %s or None, got %s"
-                % ("list" if list in expected else "dict", type(value).__name__))
+def _json_rule(field):
+    def check(value, max_depth):
+        check_json(field, value, max_depth)
+        expected = CONTAINER_TYPES.get(field)
+        if value is not None and expected and not isinstance(value, expected):
+            _refuse(field, (), "must be a %s or None, got %s"
+                    % ("list" if list in expected else "dict", type(value).__name__))
+    return check
 
 
-STATE_CHECKS = {
-    "mode": lambda v, depth: check_short_text("mode", v, nullable=False),
-    "current_phase": lambda v, depth: check_short_text("current_phase", v, nullable=True),
-    "current_step": lambda v, depth: check_step(v),
-    "status": lambda v, depth: check_status(v),
+def _plain(check):
+    return lambda field: (lambda value, max_depth: check(field, value))
+
+
+# One rule per column: (value, max_depth) -> None, or raise InvalidStateData naming the column.
+_ID = _plain(check_id)
+_TEXT = _plain(check_optional_text)
+_TIMESTAMP = _plain(check_timestamp)
+SESSION_RULES = {
+    "id": _ID("id"),
+    "name": _TEXT("name"),
+    "user_id": _TEXT("user_id"),
+    "status": _plain(lambda field, value: check_status(value, field))("status"),
+    "meta": lambda value, max_depth: check_json("meta", value, max_depth),
+    "created_at": _TIMESTAMP("created_at"),
+    "last_active_at": _TIMESTAMP("last_active_at"),
 }
+STATE_RULES = {
+    "id": _ID("id"),
+    "session_id": _ID("session_id"),
+    "mode": lambda value, max_depth: check_short_text("mode", value, nullable=False),
+    "conversation_history": _json_rule("conversation_history"),
+    "context_variables": _json_rule("context_variables"),
+    "plan_data": _json_rule("plan_data"),
+    "current_phase": lambda value, max_depth: check_short_text("current_phase", value,
+                                                               nullable=True),
+    "current_step": lambda value, max_depth: check_step(value),
+    "status": SESSION_RULES["status"],
+    "created_at": _TIMESTAMP("created_at"),
+    "updated_at": _TIMESTAMP("updated_at"),
+    "expires_at": _TIMESTAMP("expires_at"),
+    "version": lambda value, max_depth: check_version(value, "version"),
+}
+TIMESTAMP_COLUMNS = frozenset(("created_at", "updated_at", "expires_at", "last_active_at"))
+
+
+def check_row(rules, values, max_depth):
+    """Check each column present in `values` by its rule; returns them, timestamps in UTC."""
+    checked = dict(values)
+    for name, value in values.items():
+        rules[name](value, max_depth)
+        if name in TIMESTAMP_COLUMNS:
+            checked[name] = check_timestamp(name, value)
+    return checked
 
 
 def check_state_values(values, max_depth):
-    """Check the SessionState fields present in `values`; returns them with timestamps in UTC."""
-    checked = dict(values)
-    for name, value in values.items():
-        if name in JSON_FIELDS:
-            check_json(name, value, max_depth)
-            _check_container(name, value)
-        elif name in STATE_CHECKS:
-            STATE_CHECKS[name](value, max_depth)
-        elif name in ("expires_at", "created_at", "updated_at"):
-            checked[name] = check_timestamp(name, value)
-        elif name in ("id", "session_id", "session"):
-            check_id(name, getattr(value, "id", value))
-        elif name == "version":
-            check_version(value, "version")
-    return checked
+    """Check the SessionState columns present in `values` (see check_row)."""
+    return check_row(STATE_RULES, values, max_depth)
+
+
+def check_session_values(values, max_depth):
+    """Check the Session columns present in `values` (see check_row)."""
+    return check_row(SESSION_RULES, values, max_depth)

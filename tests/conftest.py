@@ -16,6 +16,7 @@ import pytest
 
 import sessionstate
 from sessionstate import db as db_module
+from sessionstate.models import database_proxy
 
 # Run everything in a local time zone that is not UTC, so that no code can lean on it.
 os.environ["TZ"] = "America/New_York"
@@ -140,4 +141,4 @@ def _never_the_users_database(monkeypatch, tmp_path):
     """No test may touch ~/.sessionstate: point HOME and the URL variable elsewhere."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv(db_module.ENV_VAR, raising=False)
-    monkeypatch.setattr(db_module, "_current", None)
+    monkeypatch.setattr(database_proxy, "obj", None)

@@ -27,7 +27,7 @@ import time
 import pytest
 
 import sessionstate
-from sessionstate import Session, SessionState, backends
+from sessionstate import Session, SessionState, dialects
 from sessionstate.migrate import HISTORY_TABLE, applied, available
 
 WORKERS = 4
@@ -118,7 +118,7 @@ def _migrate_task(url, index, barrier, errors, urls):
             database = sessionstate.connect(target)
             names = sessionstate.migrate(database)
             journal = None
-            if backends.kind(database) == "sqlite":
+            if dialects.of(database).name == "sqlite":
                 journal = database.execute_sql("PRAGMA journal_mode").fetchone()[0]
             database.close()
             rounds.append({"applied": names, "journal_mode": journal})

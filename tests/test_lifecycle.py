@@ -283,7 +283,7 @@ def test_purge_deletes_old_finished_sessions_with_their_states(migrated):
     ss.complete(fresh.session_id)
     ss.update_state(fresh.id, 2, current_phase="after the cutoff")
     migrated.execute_sql("UPDATE session_states SET updated_at = %s WHERE id = %s" % (
-        "'2999-01-01 00:00:00'" if ss.backends.kind(migrated) != "postgresql"
+        "'2999-01-01 00:00:00'" if ss.dialects.of(migrated).name != "postgresql"
         else "'2999-01-01 00:00:00+00'", "'%s'" % fresh.id))
 
     assert ss.purge(cutoff, statuses=("completed",)) == 2
@@ -373,22 +373,23 @@ def test_list_sessions_uses_indexes_on_sqlite(tmp_path):
 
 
 def _listing_sql(filters):
-    """The SQL list_sessions runs for `filters`, captured instead of executed."""
-    import peewee as pw
+    """The SQL and parameters the database sees when list_sessions runs with `filters`."""
+    database = ss.get_database()
+    ss.list_sessions(**filters)  # the schema check runs, and is remembered
+    seen = []
+    original = database.execute_sql
 
-    captured = {}
-    original = pw.ModelSelect.dicts
+    def recording(sql, params=None, *args, **kwargs):
+        seen.append((sql, params))
+        return original(sql, params, *args, **kwargs)
 
-    def capture(query, *args, **kwargs):
-        captured["sql"] = query.sql()
-        return original(query, *args, **kwargs)
-
-    pw.ModelSelect.dicts = capture
+    database.execute_sql = recording
     try:
         ss.list_sessions(**filters)
     finally:
-        pw.ModelSelect.dicts = original
-    return captured["sql"]
+        del database.execute_sql
+    assert len(seen) == 1, seen  # one statement
+    return seen[0]
 
 
 def test_list_sessions_reads_no_json_column(migrated):
@@ -454,9 +455,37 @@ def test_a_status_change_through_update_state_moves_the_session_too(migrated):
     state = ss.create_session("copilot")
     assert ss.update_state(state.id, 1, status="suspended") == 2
     assert Session.get_by_id(state.session_id).status == "suspended"
-    assert ss.update_state(state.id, 2, status="suspended", current_step=1) == 3
+    assert ss.update_state(state.id, 2, current_step=1) == 3
     assert ss.update_state(state.id, 3, status="completed") == 4
     assert Session.get_by_id(state.session_id).status == "completed"
+
+
+@pytest.mark.parametrize("start, target", [
+    ("active", "active"), ("suspended", "suspended"), ("active", "suspended"),
+    ("suspended", "active"), ("active", "completed"), ("suspended", "expired"),
+    ("completed", "active"), ("expired", "suspended"), ("completed", "completed")])
+def test_update_state_and_the_lifecycle_functions_accept_the_same_moves(migrated, start, target):
+    """One rule: update_state(status=...) refuses exactly what suspend/resume/... refuse."""
+    verbs = {"active": ss.resume, "suspended": ss.suspend, "completed": ss.complete,
+             "expired": ss.expire}
+    outcomes = []
+    for write in ("update_state", "verb"):
+        state = ss.create_session("copilot")
+        version = 1 if start == "active" else verbs[start](state.session_id)
+        try:
+            if write == "update_state":
+                ss.update_state(state.id, version, status=target)
+            else:
+                verbs[target](state.session_id)
+            outcomes.append("accepted")
+        except InvalidTransition:
+            outcomes.append("refused")
+            assert ss.get_state(state.session_id).version == version  # nothing written
+        assert Session.get_by_id(state.session_id).status == ss.get_state(
+            state.session_id).status
+    assert outcomes[0] == outcomes[1], outcomes
+    assert outcomes[0] == ("refused" if start == target or start in ("completed", "expired")
+                           else "accepted")
 
 
 def test_paging_with_the_cursor_neither_skips_nor_repeats_tied_rows(migrated):

@@ -4,6 +4,7 @@ import datetime as dt
 import uuid
 
 import pytest
+import sessionstate
 
 from sessionstate import (
     InvalidStateData,
@@ -87,7 +88,7 @@ def test_setting_a_field_to_null(state):
 
 
 def test_success_path_is_one_statement(state, monkeypatch):
-    database = SessionState._meta.database
+    database = sessionstate.get_database()
     update_state(state.id, 1, current_step=1)  # the schema check is done, and remembered
     statements = []
     original = database.execute_sql

@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 
 from sessionstate import InvalidStateData, Session, SessionState, update_state
-from sessionstate import backends
+from sessionstate import dialects
 
 UTC = dt.timezone.utc
 
@@ -223,7 +223,7 @@ def test_a_refused_instance_can_be_fixed_and_saved(state):
 
 def test_boundary_values_are_accepted(state):
     version = 2
-    for status in ("active", "suspended", "active"):
+    for status in ("suspended", "active", "suspended"):
         version = update_state(state.id, version, status=status)
         assert SessionState.get_by_id(state.id).status == status
     for final in ("completed", "expired"):  # final statuses: each on a state of its own
@@ -258,7 +258,7 @@ def nested(levels, leaf="leaf"):
 
 
 def test_the_deepest_nesting_allowed_round_trips(state, migrated):
-    deepest = backends.json_max_depth(migrated)
+    deepest = dialects.of(migrated).json_max_depth
     value = nested(deepest)
     update_state(state.id, 2, plan_data=value)
     assert SessionState.get_by_id(state.id).plan_data == value
@@ -268,7 +268,7 @@ def test_the_deepest_nesting_allowed_round_trips(state, migrated):
 
 
 def test_nesting_past_the_limit_is_refused(state, migrated):
-    deepest = backends.json_max_depth(migrated)
+    deepest = dialects.of(migrated).json_max_depth
     before = snapshot(state.id)
     for extra in (1, 10, 100_000):  # far past Python's recursion limit too
         too_deep = nested(deepest + extra)

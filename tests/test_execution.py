@@ -1,42 +1,56 @@
-"""Backend plumbing: retries on lock contention, the migration lock."""
+"""Running statements: retries on lock contention, translated errors, the migration lock."""
 
 import peewee as pw
 import pytest
 
 import sessionstate
-from sessionstate import DatabaseBusy, backends
+from sessionstate import DatabaseBusy, DatabaseError, execution
 
 
-def test_with_retries_retries_transient_errors_then_succeeds(monkeypatch):
-    monkeypatch.setattr(backends.time, "sleep", lambda seconds: None)
+def test_transient_errors_are_retried_then_succeed(monkeypatch, db):
+    monkeypatch.setattr(execution.time, "sleep", lambda seconds: None)
+    for run in (execution.read, execution.write):
+        calls = []
+
+        def flaky():
+            calls.append(1)
+            if len(calls) < 3:  # contention as SQLite, PostgreSQL and MariaDB word it
+                raise pw.OperationalError("database is locked; (1213, 'deadlock detected')")
+            return "done"
+
+        assert run(db, flaky) == "done"
+        assert len(calls) == 3
+
+
+def test_contention_that_never_ends_gives_database_busy_with_the_cause(monkeypatch, db):
+    monkeypatch.setattr(execution.time, "sleep", lambda seconds: None)
     calls = []
 
-    def flaky():
-        calls.append(1)
-        if len(calls) < 3:
-            raise pw.OperationalError("database is locked")
-        return "done"
-
-    assert backends.with_retries(flaky) == "done"
-    assert len(calls) == 3
-
-
-def test_with_retries_gives_up_with_database_busy(monkeypatch):
-    monkeypatch.setattr(backends.time, "sleep", lambda seconds: None)
-
     def deadlocked():
-        raise pw.OperationalError("(1213, 'Deadlock found when trying to get lock')")
+        calls.append(1)
+        raise pw.OperationalError("database is locked; (1213, 'Deadlock found') deadlock")
 
-    with pytest.raises(DatabaseBusy, match="stayed busy after 8 attempts"):
-        backends.with_retries(deadlocked)
+    with pytest.raises(DatabaseBusy, match="stayed busy after 8 attempts") as error:
+        execution.write(db, deadlocked)
+    assert isinstance(error.value.__cause__, pw.OperationalError)
+    assert len(calls) == execution.TRANSIENT_ATTEMPTS
 
 
-def test_with_retries_lets_other_errors_through():
+def test_other_database_errors_are_wrapped_with_the_cause_kept(db):
     def broken():
         raise pw.OperationalError("no such column: bogus")
 
-    with pytest.raises(pw.OperationalError, match="bogus"):
-        backends.with_retries(broken)
+    with pytest.raises(DatabaseError, match="bogus") as error:
+        execution.read(db, broken)
+    assert isinstance(error.value.__cause__, pw.OperationalError)
+
+
+def test_errors_that_are_not_the_databases_go_through(db):
+    def buggy():
+        raise KeyError("mine")
+
+    with pytest.raises(KeyError):
+        execution.read(db, buggy)
 
 
 def test_migrate_keeps_the_callers_connection_open(db):

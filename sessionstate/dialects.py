@@ -1,0 +1,373 @@
+"""Everything that differs between SQLite, PostgreSQL and MariaDB/MySQL: one class per backend.
+
+The rest of the package asks ``of(database)`` (or ``for_scheme(scheme)``) for the dialect and
+calls it; nothing else tests which backend it runs on. A dialect holds the connection
+settings, how timestamps and JSON values go in and come out, how deep JSON may nest, the SQL
+of the in-database append and tail slice, the write and migration locks, and which errors
+mean "try again" or "the connection is gone".
+"""
+
+import contextlib
+import datetime as dt
+import importlib.util
+import json
+import pathlib
+import time
+
+import peewee as pw
+
+from . import jsoncodec
+from .errors import ConfigurationError, DatabaseBusy
+
+UTC = dt.timezone.utc
+SQLITE_BUSY_TIMEOUT_SECONDS = 10
+CONNECT_TIMEOUT_SECONDS = 5  # a server that is down fails a call within this
+MIGRATION_LOCK_KEY = 0x5E55_1057  # any constant shared by every process of this library
+MIGRATION_LOCK_NAME = "sessionstate_migrations"
+MIGRATION_LOCK_SECONDS = 60
+
+
+class Dialect:
+    """What every backend answers; the subclasses below override what differs."""
+
+    name = None
+    schemes = ()  # URL scheme prefixes, as in playhouse.db_url
+    database_class = None
+    driver = None  # (module to import, extra that installs it)
+    # Python's json recurses once per level (RecursionError near 1000): 512 leaves room.
+    json_max_depth = 512
+    update_returning = True  # UPDATE ... RETURNING gives the new version in one statement
+    transient_markers = ()  # lock contention, deadlock victims: the statement may run again
+    disconnect_markers = ()  # the connection is gone
+    missing_table_markers = ()  # the schema is not there: not migrated
+    tail_sql = None
+
+    def matches(self, scheme):
+        return scheme.split("+", 1)[0].startswith(self.schemes)
+
+    def check_url(self, url, parts, shown):
+        """Refuse, with ConfigurationError, a URL this backend cannot use (shown: masked)."""
+
+    def missing_driver(self):
+        """The extra to install when this backend's driver cannot be imported, else None."""
+        if self.driver is None or importlib.util.find_spec(self.driver[0]):
+            return None
+        return self.driver[1]
+
+    def connect_params(self):
+        """Keyword arguments for the peewee database class of this backend."""
+        return {}
+
+    def prepare(self, database):
+        """Finish setting up a database that playhouse.db_url has built; fail if unreachable."""
+        with database.connection_context():
+            pass
+
+    def timestamp_param(self, value):
+        """The parameter for an aware UTC datetime."""
+        return value
+
+    def json_param(self, value):
+        """The parameter for a JSON value (already validated)."""
+        return jsoncodec.dumps(value)
+
+    def json_value(self, value):
+        """The Python value of what the driver returns for a JSON column."""
+        return jsoncodec.loads(value) if isinstance(value, (str, bytes)) else value
+
+    def append_expression(self, field, count, placeholder):
+        """SQL for "the JSON array in `field` (NULL as []) with `count` values appended".
+
+        placeholder(name) stands where append_values() puts the messages.
+        """
+        raise NotImplementedError
+
+    def append_values(self, messages):
+        return {"batch": self.json_param(list(messages))}
+
+    @contextlib.contextmanager
+    def write_lock(self, database):
+        """A transaction that holds the write lock (servers: row locks as it goes)."""
+        with database.atomic() as txn:
+            yield txn
+
+    def lock_rows(self, query):
+        """`query`, locking the rows it reads until the transaction ends."""
+        return query.for_update()
+
+    def migration_lock(self, database):
+        raise NotImplementedError
+
+    def is_transient(self, error):
+        return isinstance(error, pw.OperationalError) and _mentions(error,
+                                                                    self.transient_markers)
+
+    def is_missing_table(self, error):
+        return isinstance(error, pw.DatabaseError) and _mentions(error,
+                                                                 self.missing_table_markers)
+
+    def is_disconnect(self, error):
+        return isinstance(error, (pw.OperationalError, pw.InterfaceError)) and _mentions(
+            error, self.disconnect_markers)
+
+
+def _sqlstate(error):
+    """The SQLSTATE of the driver error that peewee wrapped (its first argument), if any."""
+    cause = error.args[0] if error.args else None
+    return getattr(cause, "sqlstate", None) or getattr(error.__context__, "sqlstate", None)
+
+
+def _mentions(error, markers):
+    text = str(error).lower()
+    return any(marker in text for marker in markers)
+
+
+class SqliteDialect(Dialect):
+    name = "sqlite"
+    schemes = ("sqlite",)
+    database_class = pw.SqliteDatabase
+    transient_markers = ("database is locked",)  # past the busy timeout
+    missing_table_markers = ("no such table",)
+    # json_each gives containers as JSON text and scalars as SQL values, with their type.
+    tail_sql = ("SELECT e.value, e.type FROM session_states s "
+                "LEFT JOIN json_each(s.conversation_history) AS e "
+                "WHERE s.id = ? ORDER BY e.key DESC LIMIT ?")
+    APPEND_CHUNK = 60  # SQLite caps a function's arguments (127 by default)
+
+    def check_url(self, url, parts, shown):
+        """Three slashes, and a folder that exists, before SQLite says "unable to open"."""
+        if parts.netloc or not url.startswith(parts.scheme + "://"):
+            raise ConfigurationError(
+                "malformed SQLite URL %r: local files take three slashes, "
+                "sqlite:///relative/path.db or sqlite:////absolute/path.db" % shown)
+        path = parts.path[1:]
+        if path in ("", ":memory:") or path.startswith("file:"):
+            return
+        folder = pathlib.Path(path).expanduser().parent
+        if not folder.is_dir():
+            raise ConfigurationError(
+                "the folder %s for the SQLite database %s does not exist" % (folder, path))
+
+    def connect_params(self):
+        return {
+            "timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
+            "pragmas": {
+                "foreign_keys": 1,  # ON DELETE CASCADE depends on it, per connection.
+                "busy_timeout": SQLITE_BUSY_TIMEOUT_SECONDS * 1000,
+                "synchronous": "normal",  # safe with WAL: a killed process loses nothing.
+            },
+        }
+
+    def prepare(self, database):
+        """Switch a SQLite file to WAL once; retry while another process does the same.
+
+        Setting journal_mode needs an exclusive lock for a moment. On a brand-new file,
+        several processes doing it at once get "database is locked" without going through
+        the busy handler, so we retry for the length of the busy timeout.
+        """
+        name = database.database
+        if name in ("", ":memory:") or name.startswith("file::memory:"):
+            return
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_SECONDS
+        while True:
+            try:
+                with database.connection_context():
+                    database.execute_sql("PRAGMA journal_mode=wal")
+                return
+            except pw.OperationalError as exc:
+                if not self.is_transient(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise DatabaseBusy("could not switch %s to WAL: %s" % (name, exc)) from exc
+                time.sleep(0.05)
+
+    def timestamp_param(self, value):
+        # No timestamp type: fixed-width ISO text (microseconds and +00:00 always there), so
+        # text order is time order; isoformat pads years below 1000, strftime's %Y does not.
+        return value.isoformat(sep=" ", timespec="microseconds")
+
+    def append_expression(self, field, count, placeholder):
+        # json_insert(doc, '$[#]', value, ...) appends pairs left to right; long batches nest
+        # one call per chunk.
+        expression = pw.fn.COALESCE(field, pw.fn.json("[]"))
+        for start in range(0, count, self.APPEND_CHUNK):
+            arguments = []
+            for index in range(start, min(start + self.APPEND_CHUNK, count)):
+                arguments += ["$[#]", pw.fn.json(placeholder("m%d" % index))]
+            expression = pw.fn.json_insert(expression, *arguments)
+        return expression
+
+    def append_values(self, messages):
+        return {"m%d" % index: jsoncodec.dumps(message) for index, message in enumerate(messages)}
+
+    @contextlib.contextmanager
+    def write_lock(self, database):
+        # A deferred transaction that reads before it writes can fail with "database is
+        # locked" when it upgrades its lock; IMMEDIATE takes it up front, through the busy
+        # handler.
+        with database.atomic("IMMEDIATE") as txn:
+            yield txn
+
+    def lock_rows(self, query):
+        return query  # write_lock() holds the whole database already
+
+    def migration_lock(self, database):
+        return database.atomic("IMMEDIATE")  # SQLite's DDL is transactional
+
+
+class PostgresqlDialect(Dialect):
+    name = "postgresql"
+    schemes = ("postgres", "psycopg")
+    database_class = pw.PostgresqlDatabase
+    driver = ("psycopg", "sessionstate[postgres]")
+    transient_markers = ("deadlock", "could not serialize")  # 40P01, 40001
+    disconnect_markers = (
+        "terminating connection", "server closed the connection", "connection already closed",
+        "the connection is closed", "connection is lost", "consuming input failed",
+        "connection refused", "could not connect", "server conn crashed", "ssl connection",
+        "administrator command", "connection timeout expired", "connection failed",
+        "the database system is shutting down", "the database system is starting up",
+        "no connection to the server", "could not receive data", "could not send data",
+    )
+    tail_sql = ("SELECT e.value::text, CASE WHEN e.ord IS NULL THEN NULL ELSE 'json' END "
+                "FROM session_states s LEFT JOIN LATERAL "
+                "jsonb_array_elements(s.conversation_history) WITH ORDINALITY AS e(value, ord) "
+                "ON true WHERE s.id = %s ORDER BY e.ord DESC LIMIT %s")
+
+    def connect_params(self):
+        return {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+
+    def is_missing_table(self, error):
+        return _sqlstate(error) == "42P01"  # undefined_table
+
+    def json_param(self, value):
+        from psycopg.types.json import Jsonb  # the postgres extra; imported once it is used
+
+        # jsonb prints 1e+16 back as 10000000000000000 (an int): write such floats out.
+        return Jsonb(value, dumps=jsoncodec.dumps_for_postgresql)
+
+    def json_value(self, value):
+        return value  # psycopg has parsed jsonb already
+
+    def append_expression(self, field, count, placeholder):
+        return pw.Expression(pw.fn.COALESCE(field, pw.SQL("'[]'::jsonb")), "||",
+                             placeholder("batch"))
+
+    def migration_lock(self, database):
+        return _advisory_lock(database)
+
+
+@contextlib.contextmanager
+def _advisory_lock(database):
+    with database.atomic():
+        database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        yield
+
+
+class MysqlDialect(Dialect):
+    name = "mysql"
+    schemes = ("mysql", "mariadb")
+    database_class = pw.MySQLDatabase
+    driver = ("pymysql", "sessionstate[mysql]")
+    # MariaDB's JSON_VALID fails at 32 levels ("Limit of 32 on JSON nested structures").
+    json_max_depth = 31
+    update_returning = False  # MariaDB has RETURNING for INSERT and DELETE only
+    transient_markers = ("deadlock", "lock wait timeout", "(1213,", "(1205,")
+    missing_table_markers = ("(1146,",)  # Table '...' doesn't exist
+    disconnect_markers = (
+        "(2006,", "(2013,", "(2003,", "(2055,", "(1927,", "(4031,", "(1053,",
+        "lost connection", "server has gone away", "already closed", "connection was killed",
+        "interfaceerror(0", "(0, '')", "can't connect",
+    )
+    tail_sql = ("SELECT jt.value, CASE WHEN jt.ord IS NULL THEN NULL ELSE 'json' END "
+                "FROM session_states s LEFT JOIN JSON_TABLE(s.conversation_history, '$[*]' "
+                "COLUMNS (ord FOR ORDINALITY, value JSON PATH '$')) AS jt ON 1 "
+                "WHERE s.id = %s ORDER BY jt.ord DESC LIMIT %s")
+
+    def connect_params(self):
+        # Our DATETIME(6) columns hold UTC; NOW() and friends must agree, whatever the
+        # server's own zone is.
+        return {"init_command": "SET time_zone = '+00:00'",
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS}
+
+    def timestamp_param(self, value):
+        return value.replace(tzinfo=None)  # DATETIME(6) holds UTC, without a zone
+
+    def json_param(self, value):
+        # The JSON functions (the in-database append) write json.dumps' format; the stdlib
+        # writes here too, so every row's text keeps that one format. A JSON column and
+        # JSON_MERGE_PRESERVE both take the text as it is, on MariaDB and MySQL alike.
+        return json.dumps(value)
+
+    def append_expression(self, field, count, placeholder):
+        return pw.fn.JSON_MERGE_PRESERVE(pw.fn.COALESCE(field, pw.fn.JSON_ARRAY()),
+                                         placeholder("batch"))
+
+    def migration_lock(self, database):
+        return _named_lock(database)
+
+
+@contextlib.contextmanager
+def _named_lock(database):
+    """GET_LOCK held by the connection: MariaDB/MySQL commit DDL implicitly, so no transaction
+    can serialise migrations there."""
+    opened_here = database.is_closed()  # keep a connection the caller already had open
+    database.connect(reuse_if_open=True)
+    try:
+        got = database.execute_sql("SELECT GET_LOCK(%s, %s)",
+                                   (MIGRATION_LOCK_NAME, MIGRATION_LOCK_SECONDS)).fetchone()[0]
+        if got != 1:
+            raise DatabaseBusy("another process held the migration lock for %d s"
+                               % MIGRATION_LOCK_SECONDS)
+        try:
+            yield
+        finally:
+            database.execute_sql("SELECT RELEASE_LOCK(%s)", (MIGRATION_LOCK_NAME,))
+    finally:
+        if opened_here:
+            database.close()
+
+
+DIALECTS = (SqliteDialect(), PostgresqlDialect(), MysqlDialect())
+
+
+def of(database):
+    """The dialect of a peewee database (or of the database a DatabaseProxy stands for)."""
+    if isinstance(database, pw.DatabaseProxy):
+        database = database.obj
+    if database is None:
+        raise ConfigurationError("no database is connected: call sessionstate.connect(url) "
+                                 "before using the models")
+    for dialect in DIALECTS:
+        if isinstance(database, dialect.database_class):
+            return dialect
+    raise TypeError("unsupported database: %r" % (database,))
+
+
+def for_scheme(scheme):
+    """The dialect of a URL scheme such as 'postgresql+pool', or None."""
+    for dialect in DIALECTS:
+        if dialect.matches(scheme):
+            return dialect
+    return None
+
+
+_SQLITE_CONSTANTS = {"true": True, "false": False, "null": None}
+
+
+def tail_items(rows, limit):
+    """The JSON items of a tail_sql result, oldest first; None when the state does not exist.
+
+    Rows are (value, kind): kind None for a state with an empty history, 'json' (servers) or
+    SQLite's json_each type names ('object', 'array', 'true', 'integer', 'text', ...).
+    """
+    if not rows:
+        return None
+    items = [_tail_item(value, kind) for value, kind in rows if kind is not None]
+    return items[::-1][-limit:]
+
+
+def _tail_item(value, kind):
+    if kind in ("json", "object", "array"):
+        return jsoncodec.loads(value)
+    return _SQLITE_CONSTANTS.get(kind, value)

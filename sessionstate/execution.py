@@ -1,0 +1,105 @@
+"""Running statements: retries on contention and lost connections, and error translation.
+
+Every database call of the package runs through ``read()`` or ``write()``. Lock contention
+and deadlock victims are retried. A connection found dead is discarded and a fresh one
+opened: a read is retried once; a write is retried only when it cannot have been applied
+(the failure came before its COMMIT was sent), else the caller gets ConnectionLost. Any
+other driver or peewee exception becomes a SessionStateError with the cause chained.
+"""
+
+import random
+import time
+
+import peewee as pw
+
+from . import dialects
+from .errors import (ConnectionLost, DatabaseBusy, DatabaseError, DatabaseUnavailable,
+                     SchemaNotReady, SessionStateError)
+
+TRANSIENT_ATTEMPTS = 8  # lock timeouts, deadlock victims: retried this often, then DatabaseBusy
+RECONNECT_ATTEMPTS = 2  # a lost connection: the first retry is at once, the next after a pause
+DRIVER_MODULES = ("sqlite3", "psycopg", "psycopg2", "pymysql", "MySQLdb")
+
+
+def read(database, operation):
+    """Run `operation()` (reads only); retried on contention and once on a lost connection."""
+    return _run(database, operation, write=False)
+
+
+def write(database, operation, single=False):
+    """Run `operation()` in one transaction under the write lock; see the module docstring.
+
+    single: `operation` runs one statement, which commits by itself (autocommit); a lost
+    connection during it leaves the outcome unknown.
+    """
+    return _run(database, operation, write=True, single=single)
+
+
+def _run(database, operation, write, single=False):
+    dialect = dialects.of(database)
+    busy = lost = 0
+    while True:
+        committing = [single]
+        try:
+            if not write or single:
+                return operation()
+            with dialect.write_lock(database):
+                result = operation()
+                committing[0] = True
+            return result
+        except SessionStateError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every driver error is translated below
+            if not is_database_error(exc):
+                raise
+            if dialect.is_transient(exc) and busy < TRANSIENT_ATTEMPTS - 1:
+                busy += 1
+                time.sleep(random.uniform(0.005, 0.02) * busy)
+                continue
+            if not dialect.is_disconnect(exc):
+                raise translate(exc, dialect) from exc
+            discard_connection(database)
+            if committing[0]:
+                raise ConnectionLost(IN_DOUBT) from exc
+            if lost >= RECONNECT_ATTEMPTS:
+                raise DatabaseUnavailable("the database connection was lost and could not be "
+                                          "opened again: %s" % _one_line(exc)) from exc
+            time.sleep(0.0 if lost == 0 else 0.2)
+            lost += 1
+
+
+IN_DOUBT = ("the connection to the database was lost while the write was being committed: "
+            "it may or may not have been applied. Re-read the state to check; a "
+            "version-checked write (update_state with the version you read) then shows "
+            "whether it landed")
+
+
+def is_database_error(exc):
+    """True for peewee's exceptions and the drivers' own."""
+    return isinstance(exc, pw.PeeweeException) or (
+        type(exc).__module__.split(".")[0] in DRIVER_MODULES)
+
+
+def translate(exc, dialect):
+    """The SessionStateError for a driver or peewee exception (the caller chains it)."""
+    if dialect.is_transient(exc):
+        return DatabaseBusy("the database stayed busy after %d attempts: %s"
+                            % (TRANSIENT_ATTEMPTS, _one_line(exc)))
+    if dialect.is_missing_table(exc):
+        return SchemaNotReady(None, _one_line(exc))
+    if dialect.is_disconnect(exc):
+        return DatabaseUnavailable("the database connection was lost: %s" % _one_line(exc))
+    return DatabaseError("database error: %s" % (_one_line(exc) or type(exc).__name__))
+
+
+def discard_connection(database):
+    """Drop this thread's connection (a pool must not hand it out again); errors ignored."""
+    close = getattr(database, "manual_close", None) or database.close  # pooled: not reused
+    try:
+        close()
+    except Exception:  # noqa: BLE001 - the connection is dead; closing it may fail too
+        pass
+
+
+def _one_line(exc):
+    return " ".join(str(exc).split())
