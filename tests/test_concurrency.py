@@ -134,14 +134,15 @@ def _increment(state):
     return {"context_variables": variables}
 
 
-def _modify_task(url, index, barrier, errors, state_id, count):
+def _modify_task(url, index, barrier, errors, state_id, count, attempts=None):
     database = sessionstate.connect(url)
     SessionState.get_by_id(state_id)  # connected and schema-checked before the start line
     barrier.wait(BARRIER_TIMEOUT)
     versions = []
+    options = {"attempts": attempts} if attempts else {}
     for _ in range(count):
         try:
-            versions.append(sessionstate.modify_state(state_id, _increment))
+            versions.append(sessionstate.modify_state(state_id, _increment, **options))
         except Exception as exc:
             errors.append(_describe(exc))
     database.close()
@@ -248,11 +249,12 @@ def check_schema(backend, target):
 
 # -- 2. modify_state from several processes ---------------------------------------------------
 
-def test_processes_incrementing_one_counter_with_modify_state(migrated, url):
+@pytest.mark.parametrize("attempts", [None, 1000])  # the default, and the issue's 1000
+def test_processes_incrementing_one_counter_with_modify_state(migrated, url, attempts):
     state = sessionstate.create_session("copilot", context_variables={"counter": 0})
     per_worker = 100
 
-    reports = run_workers("modify", url, state.id, per_worker)
+    reports = run_workers("modify", url, state.id, per_worker, attempts)
 
     assert_no_errors(reports)
     versions = [version for payload, _ in reports for version in payload]
@@ -263,6 +265,43 @@ def test_processes_incrementing_one_counter_with_modify_state(migrated, url):
     final = SessionState.get_by_id(state.id)
     assert final.context_variables == {"counter": WORKERS * per_worker}
     assert final.version == 1 + WORKERS * per_worker
+
+
+def test_modify_state_calls_fn_holding_no_lock(migrated):
+    """While fn runs (think: an LLM call), a writer to another session is not held up."""
+    mine = sessionstate.create_session("copilot", context_variables={"counter": 0})
+    other = sessionstate.create_session("copilot")
+    in_fn, release, outcome = threading.Event(), threading.Event(), {}
+
+    def slow(state):
+        in_fn.set()
+        assert release.wait(RUN_TIMEOUT)
+        return {"current_step": 1}
+
+    def modify():
+        try:
+            outcome["modify"] = sessionstate.modify_state(mine.id, slow, attempts=1)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            outcome["modify"] = exc
+
+    def write_other():
+        try:
+            outcome["other"] = sessionstate.update_state(other.id, 1, current_step=5)
+        except Exception as exc:  # noqa: BLE001
+            outcome["other"] = exc
+
+    modifier = threading.Thread(target=modify)
+    modifier.start()
+    assert in_fn.wait(RUN_TIMEOUT)
+    writer = threading.Thread(target=write_other)
+    writer.start()
+    writer.join(RUN_TIMEOUT)
+    done_while_fn_ran = not writer.is_alive()
+    release.set()
+    modifier.join(RUN_TIMEOUT)
+    writer.join(RUN_TIMEOUT)
+    assert done_while_fn_ran and outcome["other"] == 2, outcome
+    assert outcome["modify"] == 2, outcome
 
 
 # -- 3. append_messages from several processes ------------------------------------------------

@@ -538,3 +538,32 @@ def test_nasty_inputs_get_invalid_state_data_on_every_backend(migrated, call, na
         call()
     assert str(error.value).startswith(named)
     assert snapshot(migrated) == before
+
+
+def test_expire_due_never_changes_which_state_is_current(migrated):
+    """An older state that is due expires; the newer, active one stays the current state."""
+    older = ss.create_session("copilot", ttl=0.001)
+    newer = SessionState.create_for_session(older.session_id, "review")
+    newer.save()
+    ss.update_state(newer.id, 1, current_step=1)  # the newer state is the current one
+    assert ss.get_state(older.session_id).id == newer.id
+    import time
+    time.sleep(0.01)
+    assert ss.expire_due() == 1
+    current = ss.get_state(older.session_id)
+    assert (current.id, current.status) == (newer.id, "active")
+    assert Session.get_by_id(older.session_id).status == "active"  # follows the current state
+    assert SessionState.get_by_id(older.id).status == "expired"
+    assert SessionState.get_by_id(older.id).version == 2
+    assert ss.suspend(older.session_id) == 3 and ss.resume(older.session_id) == 4
+    rows = ss.list_sessions()
+    assert [(row["state_id"], row["status"]) for row in rows] == [(newer.id, "active")]
+
+
+def test_expire_due_of_a_current_state_moves_its_session(migrated):
+    state = ss.create_session("copilot", ttl=0.001)
+    import time
+    time.sleep(0.01)
+    assert ss.expire_due() == 1
+    assert ss.get_state(state.session_id).status == "expired"
+    assert Session.get_by_id(state.session_id).status == "expired"

@@ -119,3 +119,39 @@ def test_to_dict_of_a_raw_row_with_null_json_gives_empty_containers(migrated):
     assert loaded["context_variables"] == {}
     assert loaded["status"] == "active"
     assert loaded["version"] == 1
+
+
+def test_saving_a_new_instance_with_a_taken_id_is_a_sessionstate_error(migrated):
+    import peewee as pw
+    import pytest
+
+    from sessionstate import AlreadyExists
+
+    session = Session.create(name="first")
+    with pytest.raises(AlreadyExists, match=session.id) as error:
+        Session(id=session.id, name="second").save()
+    assert isinstance(error.value.__cause__, pw.IntegrityError)  # the cause stays chained
+    state = SessionState.create_for_session(session.id, "copilot")
+    state.save()
+    with pytest.raises(AlreadyExists) as error:
+        SessionState(id=state.id, session_id=session.id, mode="copilot").save()
+    assert isinstance(error.value.__cause__, pw.IntegrityError)
+    assert Session.get_by_id(session.id).name == "first"
+    assert SessionState.select().count() == 1
+
+
+def test_rows_loaded_by_peewee_are_known_as_stored(migrated):
+    """save() of a row peewee loaded is the version-checked UPDATE, never an INSERT.
+
+    This relies on how peewee constructs loaded instances (models._is_loaded): if a peewee
+    release changes that, this test fails loudly.
+    """
+    session = Session.create(name="s")
+    SessionState.create_for_session(session.id, "copilot").save()
+    for load in (SessionState.get, lambda: SessionState.select().first(),
+                 lambda: list(SessionState.select())[0]):
+        loaded = load()
+        loaded.current_step = (loaded.current_step or 0) + 1
+        assert loaded.save() == 1
+    assert SessionState.get().version == 4
+    assert Session.get().stored
