@@ -8,6 +8,7 @@ the dialect of the scheme adds the settings a session store needs.
 import os
 import re
 import urllib.parse
+import weakref
 from pathlib import Path
 
 from playhouse import db_url
@@ -64,6 +65,7 @@ def open_database(url):
         database = db_url.connect(url, **dialect.connect_params())
     except (ValueError, RuntimeError) as exc:
         raise ConfigurationError("unusable database URL %r: %s" % (shown, exc)) from exc
+    _OPENED.add(database)
     try:
         dialect.prepare(database)
     except Exception as exc:
@@ -108,3 +110,23 @@ def get_database():
     if database_proxy.obj is None:
         return connect()
     return database_proxy.obj
+
+
+# Every database this process opened, and the connections a forked child inherited from them.
+_OPENED = weakref.WeakSet()
+_INHERITED = []
+
+
+def _forget_connections_after_fork():
+    """In a forked child: never use the parent's connections; open fresh ones on demand.
+
+    The inherited connections are kept referenced, never closed: closing (or collecting)
+    one would end the parent's session on the shared socket.
+    """
+    for database in list(_OPENED):
+        if not database.is_closed():
+            _INHERITED.append(database.connection())
+        database.dispose()
+
+
+os.register_at_fork(after_in_child=_forget_connections_after_fork)

@@ -12,6 +12,7 @@ import datetime as dt
 import importlib.util
 import json
 import pathlib
+import select
 import time
 
 import peewee as pw
@@ -101,6 +102,11 @@ class Dialect:
     def is_transient(self, error):
         return isinstance(error, pw.OperationalError) and _mentions(error,
                                                                     self.transient_markers)
+
+    def idle_connection_lost(self, database):
+        """True when this thread's open connection died while idle (checked before a write
+        whose outcome could not be known if it died during it)."""
+        return False
 
     def is_missing_table(self, error):
         return isinstance(error, pw.DatabaseError) and _mentions(error,
@@ -240,6 +246,18 @@ class PostgresqlDialect(Dialect):
     def is_missing_table(self, error):
         return _sqlstate(error) == "42P01"  # undefined_table
 
+    def idle_connection_lost(self, database):
+        # A healthy idle connection has nothing to read; a server that ended it has sent its
+        # "terminating connection" (or closed the socket), so the socket is readable. No
+        # round trip, unlike a ping.
+        if database.is_closed():
+            return False
+        connection = database.connection()
+        if connection.closed or connection.broken:
+            return True
+        readable, _, _ = select.select([connection.fileno()], [], [], 0)
+        return bool(readable)
+
     def json_param(self, value):
         from psycopg.types.json import Jsonb  # the postgres extra; imported once it is used
 
@@ -292,6 +310,10 @@ class MysqlDialect(Dialect):
 
     def timestamp_param(self, value):
         return value.replace(tzinfo=None)  # DATETIME(6) holds UTC, without a zone
+
+    def idle_connection_lost(self, database):
+        # PyMySQL exposes no socket to look at: peewee's check pings the server.
+        return not database.is_closed() and not database.is_connection_usable()
 
     def json_param(self, value):
         # The JSON functions (the in-database append) write json.dumps' format; the stdlib

@@ -17,7 +17,7 @@ from .errors import (ConnectionLost, DatabaseBusy, DatabaseError, DatabaseUnavai
                      SchemaNotReady, SessionStateError)
 
 TRANSIENT_ATTEMPTS = 8  # lock timeouts, deadlock victims: retried this often, then DatabaseBusy
-RECONNECT_ATTEMPTS = 2  # a lost connection: the first retry is at once, the next after a pause
+RECONNECT_ATTEMPTS = 2  # a lost connection: retried at once, then after a pause
 DRIVER_MODULES = ("sqlite3", "psycopg", "psycopg2", "pymysql", "MySQLdb")
 
 
@@ -38,14 +38,19 @@ def write(database, operation, single=False):
 def _run(database, operation, write, single=False):
     dialect = dialects.of(database)
     busy = lost = 0
+    deadline = time.monotonic() + dialects.CONNECT_TIMEOUT_SECONDS
     while True:
-        committing = [single]
+        sent = [False]  # a COMMIT (or a single autocommit statement) has been sent
         try:
-            if not write or single:
+            if single:
+                _fresh_connection(database, dialect)
+                sent[0] = True
+                return operation()
+            if not write:
                 return operation()
             with dialect.write_lock(database):
                 result = operation()
-                committing[0] = True
+                sent[0] = True
             return result
         except SessionStateError:
             raise
@@ -59,13 +64,24 @@ def _run(database, operation, write, single=False):
             if not dialect.is_disconnect(exc):
                 raise translate(exc, dialect) from exc
             discard_connection(database)
-            if committing[0]:
+            if write and sent[0]:
                 raise ConnectionLost(IN_DOUBT) from exc
-            if lost >= RECONNECT_ATTEMPTS:
-                raise DatabaseUnavailable("the database connection was lost and could not be "
-                                          "opened again: %s" % _one_line(exc)) from exc
-            time.sleep(0.0 if lost == 0 else 0.2)
+            if lost >= RECONNECT_ATTEMPTS or time.monotonic() > deadline:
+                raise DatabaseUnavailable("cannot reach the database: %s" % _one_line(exc)
+                                          ) from exc
+            time.sleep(RECONNECT_PAUSES[lost])
             lost += 1
+
+
+RECONNECT_PAUSES = (0.0, 0.25)  # a dropped connection: at once; a server still coming back
+
+
+def _fresh_connection(database, dialect):
+    """Open this thread's connection, or replace one that died while idle, before a statement
+    whose outcome must be known: failing here, it cannot have been applied."""
+    if dialect.idle_connection_lost(database):
+        discard_connection(database)
+    database.connection()
 
 
 IN_DOUBT = ("the connection to the database was lost while the write was being committed: "
