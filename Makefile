@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: migrate rollback status test bench clean
+.PHONY: migrate rollback status test test-quick test-pythons bench clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,44 @@ status: $(STAMP)  ## list applied and pending migrations
 test: $(STAMP)  ## run the test suite
 	$(BIN)/python -m pytest
 
+test-quick: $(STAMP)  ## the SQLite tests only, slow ones skipped
+	SESSIONSTATE_TEST_BACKENDS=sqlite $(BIN)/python -m pytest -q -m "not slow"
+
+# The other Pythons the package supports (python_requires): test-pythons runs test-quick on
+# each, in its own .venv-X.Y. Each X.Y of PYTHON_VERSIONS is the newest X.Y.N installed under
+# PYENV_VERSIONS; PYTHONS="/path/to/python3.12 /path/to/python3.13" names the interpreters
+# instead. A Python that cannot be found is named, and fails the run under CI (CI=true).
+PYTHON_VERSIONS ?= 3.12 3.13
+PYENV_VERSIONS ?= /root/.pyenv/versions
+PYTHONS ?= $(foreach v,$(PYTHON_VERSIONS),$(or $(shell ls -d $(PYENV_VERSIONS)/$(v).*/ 2>/dev/null \
+	| grep -E '/$(subst .,\.,$(v))\.[0-9]+/$$' | sort -V | tail -n 1 | sed 's|/$$|/bin/python3|'),no-python-$(v)))
+
+test-pythons:  ## test-quick on each of PYTHON_VERSIONS (or PYTHONS), each in its own .venv-X.Y
+	@failed=""; missing=""; summary=""; \
+	for py in $(PYTHONS); do \
+	  case $$py in no-python-*) \
+	    v=$${py#no-python-}; \
+	    echo "test-pythons: no Python $$v: nothing matches $(PYENV_VERSIONS)/$$v.N/bin/python3 (set PYTHONS=...)" >&2; \
+	    missing="$$missing $$v"; continue;; \
+	  esac; \
+	  v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || { \
+	    echo "test-pythons: $$py cannot be run" >&2; missing="$$missing $$py"; continue; }; \
+	  echo "=== Python $$v: $$py, in .venv-$$v"; \
+	  start=$$(date +%s); \
+	  if $(MAKE) --no-print-directory PYTHON=$$py VENV=.venv-$$v test-quick; then result=passed; \
+	  else result=FAILED; failed="$$failed $$v"; fi; \
+	  summary="$$summary $$v:$$result($$(( $$(date +%s) - start ))s)"; \
+	done; \
+	echo "test-pythons:$$summary$${missing:+ missing:$$missing}"; \
+	if [ -n "$$failed" ]; then echo "test-pythons: FAILED on$$failed" >&2; exit 1; fi; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$CI" = true ]; then echo "test-pythons: Python(s) missing under CI:$$missing" >&2; exit 1; fi; \
+	  echo "test-pythons: NOT tested on$$missing (missing here; this fails under CI)" >&2; \
+	fi
+
 bench: $(STAMP)  ## sessionstate vs hand-written SQL: BACKEND=sqlite (default), postgresql or mysql
 	@$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/python -m pip install --quiet --disable-pip-version-check 'matplotlib>=3.7,<4' || echo "(matplotlib not installable: the bench runs without its chart)"
 	$(BIN)/python -m bench.run --backend "$(BACKEND)" $(BENCH_ARGS)
 
-clean:  ## remove the virtual environment and caches
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+clean:  ## remove the virtual environments and caches
+	rm -rf $(VENV) .venv-[0-9]* build *.egg-info .pytest_cache
