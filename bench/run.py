@@ -52,10 +52,10 @@ W5_SESSIONS = 100_000
 W6_TOTAL, W6_DOOMED = 100_000, 1_000
 W7_PROCESSES, W7_SECONDS = 4, 3.0
 
-# The targets, on SQLite and PostgreSQL: the largest acceptable time ratio
-# sessionstate/baseline. MariaDB/MySQL have none (ratios reported, and W7's lost updates).
-TARGET_FAMILIES = ("sqlite", "postgresql")
-TARGETS = {
+# The targets: the largest acceptable time ratio sessionstate/baseline. SQLite has them all;
+# PostgreSQL those the core issue set for both (W1, W4, W6, W7), its W2, W3 and W5 are
+# reported. MariaDB/MySQL have none (ratios reported, and W7's lost updates).
+SQLITE_TARGETS = {
     "W1": 2.0,
     "W2 n=10": 2.5, "W2 n=1000": 1.0, "W2 n=10000": 1.0,
     "W3 n=10": 2.5, "W3 n=1000": 1.0, "W3 n=10000": 1.0,
@@ -63,6 +63,12 @@ TARGETS = {
     "W6": 1.2,
     "W7": 2.0,  # commits/s at least half the baseline's
 }
+FAMILY_TARGETS = {
+    "sqlite": SQLITE_TARGETS,
+    "postgresql": {name: SQLITE_TARGETS[name] for name in SQLITE_TARGETS
+                   if name.split()[0] in ("W1", "W4", "W6", "W7")},
+}
+TARGET_FAMILIES = tuple(FAMILY_TARGETS)
 W5_TARGET_MS = 1.0  # sessionstate's mean time per call; SQLite only
 
 DESCRIPTIONS = {
@@ -207,7 +213,7 @@ class Recorder:
                 return ""
             mean = summary["sessionstate"]["mean_ms"]
             return "target <= %.1f ms: %s" % (W5_TARGET_MS, met(mean <= W5_TARGET_MS))
-        target = TARGETS.get(name) if self.family in TARGET_FAMILIES else None
+        target = FAMILY_TARGETS.get(self.family, {}).get(name)
         verdict = "" if target is None else "target <= %.1f: %s" % (
             target, met(summary["ratio"] <= target))
         if name == "W7":
@@ -242,7 +248,7 @@ def targets_of(family):
     """The targets that apply on `family`, for the results file."""
     if family not in TARGET_FAMILIES:
         return {}
-    targets = dict(TARGETS)
+    targets = dict(FAMILY_TARGETS[family])
     if family == "sqlite":
         targets["W5 ms per call"] = W5_TARGET_MS
     return targets
