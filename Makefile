@@ -4,11 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: migrate rollback status test test-quick test-pythons bench clean
+.PHONY: migrate rollback status test test-quick test-pythons test-peewee-lowest bench clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,postgres,mysql]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,postgres,mysql,async]'
 	touch $(STAMP)
 
 migrate: $(STAMP)  ## apply pending migrations to SESSIONSTATE_DATABASE_URL or ~/.sessionstate
@@ -22,6 +22,15 @@ status: $(STAMP)  ## list applied and pending migrations
 
 test: $(STAMP)  ## run the test suite
 	$(BIN)/python -m pytest
+
+# The lowest peewee setup.cfg admits, in its own .venv-peewee-lowest: the SQLite tests.
+PEEWEE_LOWEST := $(shell sed -n 's/^ *peewee>=\([0-9.]*\),.*/\1/p' setup.cfg)
+test-peewee-lowest:  ## the SQLite tests against the lowest peewee setup.cfg admits
+	sed 's/^peewee==.*/peewee==$(PEEWEE_LOWEST)/' constraints.txt > .constraints-peewee-lowest.txt
+	test -x .venv-peewee-lowest/bin/python || $(PYTHON) -m venv .venv-peewee-lowest
+	.venv-peewee-lowest/bin/python -m pip install --quiet --disable-pip-version-check -c .constraints-peewee-lowest.txt -e '.[test,postgres,mysql,async]'
+	.venv-peewee-lowest/bin/python -c "import peewee; assert peewee.__version__ == '$(PEEWEE_LOWEST)', peewee.__version__; print('peewee', peewee.__version__)"
+	SESSIONSTATE_TEST_BACKENDS=sqlite .venv-peewee-lowest/bin/python -m pytest -q -m "not slow"
 
 test-quick: $(STAMP)  ## the SQLite tests only, slow ones skipped
 	SESSIONSTATE_TEST_BACKENDS=sqlite $(BIN)/python -m pytest -q -m "not slow"

@@ -57,10 +57,8 @@ def resolve_url(url=None):
 
 def open_database(url):
     """A configured peewee database for `url` (checked reachable), or a SessionStateError."""
-    if not isinstance(url, str):
-        raise ConfigurationError("the database URL must be a string, not %r" % (url,))
+    dialect = dialect_of_url(url)
     shown = mask_password(url)
-    dialect = _dialect_of_url(url, shown)
     try:
         database = db_url.connect(url, **dialect.connect_params())
     except (ValueError, RuntimeError) as exc:
@@ -76,7 +74,11 @@ def open_database(url):
     return database
 
 
-def _dialect_of_url(url, shown):
+def dialect_of_url(url, driver=True):
+    """The dialect of a URL, checked usable (and, with `driver`, its driver installed)."""
+    if not isinstance(url, str):
+        raise ConfigurationError("the database URL must be a string, not %r" % (url,))
+    shown = mask_password(url)
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
@@ -87,7 +89,7 @@ def _dialect_of_url(url, shown):
         known = ", ".join(sorted(s for s in db_url.schemes if dialects.for_scheme(s)))
         raise ConfigurationError(
             "unknown database URL scheme %r in %r; use one of: %s" % (parts.scheme, shown, known))
-    extra = dialect.missing_driver()
+    extra = dialect.missing_driver() if driver else None
     if extra:
         raise ConfigurationError("no %s driver is installed for %r; install it with: "
                                  "pip install '%s'" % (dialect.name, shown, extra))

@@ -18,7 +18,7 @@ from .errors import (ConnectionLost, DatabaseBusy, DatabaseError, DatabaseUnavai
 
 TRANSIENT_ATTEMPTS = 8  # lock timeouts, deadlock victims: retried this often, then DatabaseBusy
 RECONNECT_ATTEMPTS = 2  # a lost connection: retried at once, then after a pause
-DRIVER_MODULES = ("sqlite3", "psycopg", "psycopg2", "pymysql", "MySQLdb")
+DRIVER_MODULES = ("sqlite3", "psycopg", "pymysql", "aiosqlite", "asyncpg", "aiomysql")
 
 
 def read(database, operation):
@@ -91,8 +91,8 @@ IN_DOUBT = ("the connection to the database was lost while the write was being c
 
 
 def is_database_error(exc):
-    """True for peewee's exceptions and the drivers' own."""
-    return isinstance(exc, pw.PeeweeException) or (
+    """True for peewee's exceptions, the drivers' own, and a socket's failures."""
+    return isinstance(exc, (pw.PeeweeException, ConnectionError, TimeoutError)) or (
         type(exc).__module__.split(".")[0] in DRIVER_MODULES)
 
 

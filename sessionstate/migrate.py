@@ -104,6 +104,11 @@ def _locked(database, work):
 _AT_HEAD = weakref.WeakSet()
 
 
+def forget_check(database):
+    """Check `database`'s schema again on its next use (another connection migrated it)."""
+    _AT_HEAD.discard(database)
+
+
 def ensure_migrated(database):
     """Raise SchemaNotReady naming what is pending, unless the database is at the code's head."""
     if database in _AT_HEAD:

@@ -7,6 +7,7 @@ recipe, is the write of a stored state: the version-bump UPDATE, which is also w
 ``update_state`` runs.
 """
 
+import contextvars
 import datetime as dt
 import uuid
 
@@ -21,7 +22,55 @@ from .validation import (STATUSES, check_session_values, check_state_values,
 
 UTC = dt.timezone.utc
 
-database_proxy = pw.DatabaseProxy()
+# The database of the async call running in this context (sessionstate.aio), if any.
+_ACTIVE = contextvars.ContextVar("sessionstate_active_database", default=None)
+
+
+class RoutingProxy(pw.DatabaseProxy):
+    """A DatabaseProxy whose target is the current async call's database, else connect()'s.
+
+    So sync and async callers share one process: an aio call routes the models to its async
+    database for its own context only (see call_with), everyone else keeps the sync one.
+    """
+
+    __slots__ = ("default",)
+
+    @property
+    def obj(self):
+        active = _ACTIVE.get()
+        return self.default if active is None else active
+
+    @obj.setter
+    def obj(self, database):  # DatabaseProxy.initialize() sets the default
+        object.__setattr__(self, "default", database)
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+
+    # DatabaseProxy wraps itself in peewee's sync transactions; an async database has its own.
+    def atomic(self, *args, **kwargs):
+        return self.obj.atomic(*args, **kwargs)
+
+    def transaction(self, *args, **kwargs):
+        return self.obj.transaction(*args, **kwargs)
+
+    def savepoint(self):
+        return self.obj.savepoint()
+
+    def connection_context(self):
+        return self.obj.connection_context()
+
+
+database_proxy = RoutingProxy()
+
+
+def call_with(database, fn, *args, **kwargs):
+    """fn(*args, **kwargs) with the models routed to `database` in this context alone."""
+    token = _ACTIVE.set(database)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _ACTIVE.reset(token)
 
 
 def utcnow():

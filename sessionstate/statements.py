@@ -14,6 +14,8 @@ import weakref
 
 import peewee as pw
 
+from . import dialects
+
 
 class Slot:
     """Stands, in a compiled statement's parameters, for the value called `name`."""
@@ -35,10 +37,11 @@ def param(name):
 class Statement:
     """A query compiled once: its SQL, and its parameters with Slots where values go."""
 
-    __slots__ = ("database", "sql", "params", "slots")
+    __slots__ = ("database", "dialect", "sql", "params", "slots")
 
     def __init__(self, database, query):
         self.database = database
+        self.dialect = dialects.of(database)
         self.sql, params = query.sql()
         self.params = list(params)
         self.slots = [(index, value.name) for index, value in enumerate(self.params)
@@ -49,7 +52,7 @@ class Statement:
         params = self.params.copy()
         for index, name in self.slots:
             params[index] = values[name]
-        return self.database.execute_sql(self.sql, params)
+        return self.database.execute_sql(*self.dialect.bind_large(self.sql, params))
 
     def rows(self, values):
         return self.execute(values).fetchall()

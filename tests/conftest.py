@@ -7,6 +7,7 @@ test starts with it empty. A server that cannot be reached is skipped locally wi
 reason, and fails the run under CI (CI=true), where the server tests must really run.
 """
 
+import asyncio
 import os
 import time
 import uuid
@@ -141,3 +142,42 @@ def _never_the_users_database(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv(db_module.ENV_VAR, raising=False)
     monkeypatch.setattr(database_proxy, "obj", None)
+
+
+class AsyncAPI:
+    """sessionstate's functions, run through sessionstate.aio on an event loop of its own.
+
+    Stands in for the `sessionstate` module in the behaviour tests (the `api` fixture): the
+    same names, arguments, results and errors, awaited underneath.
+    """
+
+    def __init__(self, url):
+        from sessionstate import aio
+
+        self.aio = aio
+        self.loop = asyncio.new_event_loop()
+        self.database = self.loop.run_until_complete(aio.connect(url))
+
+    def __getattr__(self, name):
+        if name not in self.aio.__all__:
+            return getattr(sessionstate, name)  # errors, models...
+        coroutine_function = getattr(self.aio, name)
+
+        def call(*args, **kwargs):
+            return self.loop.run_until_complete(coroutine_function(*args, **kwargs))
+        return call
+
+    def close(self):
+        self.loop.run_until_complete(self.aio.close())
+        self.loop.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(request, migrated, url):
+    """The public functions: the sync module, or the same through sessionstate.aio."""
+    if request.param == "sync":
+        yield sessionstate
+        return
+    facade = AsyncAPI(url)
+    yield facade
+    facade.close()

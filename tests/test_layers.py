@@ -15,13 +15,13 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "sessionstate"
 LAYERS = [
     {"errors", "migrations"},  # migrations: the scripts' package, data for the runner
     {"validation", "jsoncodec"},
-    {"dialects", "statements"},
-    {"execution"},
+    {"dialects"},
+    {"execution", "statements"},
     {"models"},
     {"db"},
     {"migrate"},
     {"state", "lifecycle", "listing", "transfer"},
-    {"cli"},
+    {"cli", "aio"},
     {"__init__", "__main__"},
 ]
 LAYER_OF = {name: index for index, names in enumerate(LAYERS) for name in names}

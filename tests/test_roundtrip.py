@@ -85,9 +85,9 @@ def test_unicode_round_trips_in_every_json_field(session):
     assert exact(loaded.context_variables) == exact(UNICODE)
 
 
-def test_unicode_round_trips_through_update_state(session):
+def test_unicode_round_trips_through_update_state(session, api):
     state, _ = save_and_load(session)
-    update_state(state.id, 1, context_variables=UNICODE, current_phase="фаза 😀 漢字")
+    api.update_state(state.id, 1, context_variables=UNICODE, current_phase="фаза 😀 漢字")
     loaded = SessionState.get_by_id(state.id)
     assert exact(loaded.context_variables) == exact(UNICODE)
     assert loaded.current_phase == "фаза 😀 漢字"
@@ -102,13 +102,13 @@ def test_unicode_in_the_short_text_columns(session):
     assert loaded.current_phase == "שלב" + "e\u0301" * 20
 
 
-def test_numbers_round_trip_exactly(session):
+def test_numbers_round_trip_exactly(session, api):
     state, loaded = save_and_load(session, plan_data=NUMBERS)
     assert exact(loaded.plan_data) == exact(NUMBERS)
     for got, sent in zip(loaded.plan_data["ints"] + loaded.plan_data["floats"],
                          NUMBERS["ints"] + NUMBERS["floats"]):
         assert type(got) is type(sent) and got == sent, (sent, got)
-    update_state(state.id, 1, context_variables={"n": NUMBERS})
+    api.update_state(state.id, 1, context_variables={"n": NUMBERS})
     assert exact(SessionState.get_by_id(state.id).context_variables) == exact({"n": NUMBERS})
 
 
@@ -150,9 +150,9 @@ def test_empty_containers_stay_empty_not_null(session):
     assert loaded.context_variables == {} and loaded.context_variables is not None
 
 
-def test_null_json_fields_stay_null(session):
+def test_null_json_fields_stay_null(session, api):
     state, _ = save_and_load(session)
-    update_state(state.id, 1, conversation_history=None, context_variables=None, plan_data=None)
+    api.update_state(state.id, 1, conversation_history=None, context_variables=None, plan_data=None)
     loaded = SessionState.get_by_id(state.id)
     assert (loaded.conversation_history, loaded.context_variables, loaded.plan_data) == (
         None, None, None)
@@ -165,13 +165,13 @@ def test_nested_structures_round_trip(session):
     assert loaded.context_variables == {"plan": structure(5)}
 
 
-def test_multi_megabyte_history_round_trips(session):
+def test_multi_megabyte_history_round_trips(session, api):
     messages = history(10_000)
     assert len(json.dumps(messages, ensure_ascii=False).encode()) > 3_000_000
     state, loaded = save_and_load(session, conversation_history=messages)
     assert loaded.conversation_history == messages
     longer = messages + history(100)
-    assert update_state(state.id, 1, conversation_history=longer) == 2
+    assert api.update_state(state.id, 1, conversation_history=longer) == 2
     assert SessionState.get_by_id(state.id).conversation_history == longer
 
 
@@ -210,7 +210,7 @@ EXPIRIES = [
 ]
 
 
-def test_expires_at_is_the_same_instant_in_utc(session):
+def test_expires_at_is_the_same_instant_in_utc(session, api):
     for written in EXPIRIES:
         state, loaded = save_and_load(session, expires_at=written)
         assert_utc(loaded.expires_at)
@@ -218,7 +218,7 @@ def test_expires_at_is_the_same_instant_in_utc(session):
         assert loaded.expires_at.replace(tzinfo=None) == (
             written.astimezone(UTC).replace(tzinfo=None))  # ...written down in UTC
         assert loaded.expires_at.microsecond == written.microsecond
-        update_state(state.id, 1, expires_at=written + dt.timedelta(microseconds=1))
+        api.update_state(state.id, 1, expires_at=written + dt.timedelta(microseconds=1))
         again = SessionState.get_by_id(state.id).expires_at
         assert_utc(again)
         assert again - written == dt.timedelta(microseconds=1)

@@ -38,9 +38,9 @@ def snapshot(state_id):
 # --- success ---------------------------------------------------------------------------------
 
 
-def test_success_returns_the_next_version_and_writes_the_changes(state):
+def test_success_returns_the_next_version_and_writes_the_changes(state, api):
     expires = dt.datetime(2031, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-    new = update_state(state.id, 1, context_variables={"key": "changed"}, current_step=3,
+    new = api.update_state(state.id, 1, context_variables={"key": "changed"}, current_step=3,
                        current_phase="execution", status="suspended", plan_data={"s": [1]},
                        expires_at=expires)
     assert new == 2
@@ -59,29 +59,29 @@ def test_success_returns_the_next_version_and_writes_the_changes(state):
     assert row.created_at == state.created_at
 
 
-def test_success_bumps_updated_at(state):
+def test_success_bumps_updated_at(state, api):
     before = dt.datetime.now(UTC)
-    update_state(state.id, 1, current_step=1)
+    api.update_state(state.id, 1, current_step=1)
     row = SessionState.get_by_id(state.id)
     assert row.updated_at > state.updated_at
     assert row.updated_at >= before - dt.timedelta(seconds=1)
     assert row.updated_at.tzinfo == UTC
-    update_state(state.id, 2, current_step=2)
+    api.update_state(state.id, 2, current_step=2)
     again = SessionState.get_by_id(state.id)
     assert again.updated_at > row.updated_at
 
 
-def test_consecutive_updates_chain_versions(state):
+def test_consecutive_updates_chain_versions(state, api):
     version = 1
     for step in range(5):
-        version = update_state(state.id, version, current_step=step)
+        version = api.update_state(state.id, version, current_step=step)
     assert version == 6
     assert SessionState.get_by_id(state.id).version == 6
     assert SessionState.get_by_id(state.id).current_step == 4
 
 
-def test_setting_a_field_to_null(state):
-    update_state(state.id, 1, context_variables=None, current_phase=None)
+def test_setting_a_field_to_null(state, api):
+    api.update_state(state.id, 1, context_variables=None, current_phase=None)
     row = SessionState.get_by_id(state.id)
     assert row.context_variables is None
     assert row.current_phase is None
@@ -104,10 +104,10 @@ def test_success_path_is_one_statement(state, monkeypatch):
     assert statements[0].lstrip().upper().startswith("UPDATE")
 
 
-def test_only_the_named_state_changes(state):
+def test_only_the_named_state_changes(state, api):
     other = SessionState.create_for_session(state.session_id, "planning-control")
     other.save()
-    update_state(state.id, 1, status="completed")
+    api.update_state(state.id, 1, status="completed")
     assert SessionState.get_by_id(other.id).status == "active"
     assert SessionState.get_by_id(other.id).version == 1
 
@@ -115,11 +115,11 @@ def test_only_the_named_state_changes(state):
 # --- conflict ----------------------------------------------------------------------------------
 
 
-def test_conflict_raises_stale_state_error_and_leaves_the_row_unchanged(state):
-    update_state(state.id, 1, context_variables={"by": "first writer"})
+def test_conflict_raises_stale_state_error_and_leaves_the_row_unchanged(state, api):
+    api.update_state(state.id, 1, context_variables={"by": "first writer"})
     before = snapshot(state.id)
     with pytest.raises(StaleStateError) as error:
-        update_state(state.id, 1, context_variables={"by": "second writer"}, status="completed")
+        api.update_state(state.id, 1, context_variables={"by": "second writer"}, status="completed")
     assert error.value.state_id == state.id
     assert error.value.expected_version == 1
     assert error.value.actual_version == 2
@@ -129,39 +129,39 @@ def test_conflict_raises_stale_state_error_and_leaves_the_row_unchanged(state):
     assert before["context_variables"] == {"by": "first writer"}
 
 
-def test_expected_version_ahead_of_the_row_is_stale_too(state):
+def test_expected_version_ahead_of_the_row_is_stale_too(state, api):
     with pytest.raises(StaleStateError) as error:
-        update_state(state.id, 7, current_step=1)
+        api.update_state(state.id, 7, current_step=1)
     assert (error.value.expected_version, error.value.actual_version) == (7, 1)
     assert snapshot(state.id)["version"] == 1
 
 
-def test_the_loser_can_retry_with_the_actual_version(state):
-    update_state(state.id, 1, current_step=1)
+def test_the_loser_can_retry_with_the_actual_version(state, api):
+    api.update_state(state.id, 1, current_step=1)
     try:
-        update_state(state.id, 1, current_step=10)
+        api.update_state(state.id, 1, current_step=10)
     except StaleStateError as error:
-        assert update_state(state.id, error.actual_version, current_step=10) == 3
+        assert api.update_state(state.id, error.actual_version, current_step=10) == 3
     assert SessionState.get_by_id(state.id).current_step == 10
 
 
 # --- missing -----------------------------------------------------------------------------------
 
 
-def test_missing_state_raises_session_not_found(state):
+def test_missing_state_raises_session_not_found(state, api):
     missing = str(uuid.uuid4())
     with pytest.raises(SessionNotFound) as error:
-        update_state(missing, 1, status="completed")
+        api.update_state(missing, 1, status="completed")
     assert missing in str(error.value)
     assert isinstance(error.value, SessionStateError)
     assert SessionState.select().count() == 1
     assert snapshot(state.id)["status"] == "active"
 
 
-def test_state_deleted_with_its_session_is_not_found(state):
+def test_state_deleted_with_its_session_is_not_found(state, api):
     Session.get_by_id(state.session_id).delete_instance()
     with pytest.raises(SessionNotFound):
-        update_state(state.id, 1, current_step=1)
+        api.update_state(state.id, 1, current_step=1)
 
 
 # --- refused fields ------------------------------------------------------------------------------
@@ -179,28 +179,28 @@ REFUSED_FIELDS = [
 ]
 
 
-def test_fields_outside_the_allowed_set_are_refused(state):
+def test_fields_outside_the_allowed_set_are_refused(state, api):
     before = snapshot(state.id)
     for field, value in REFUSED_FIELDS:
         with pytest.raises(InvalidStateData) as error:
-            update_state(state.id, 1, status="suspended", **{field: value})
+            api.update_state(state.id, 1, status="suspended", **{field: value})
         assert field in str(error.value), field
         assert snapshot(state.id) == before, field
 
 
-def test_expected_version_must_be_a_positive_integer(state):
+def test_expected_version_must_be_a_positive_integer(state, api):
     before = snapshot(state.id)
     for expected in (0, -1, None, "1", 1.0, True):
         with pytest.raises(InvalidStateData, match="expected_version"):
-            update_state(state.id, expected, status="suspended")
+            api.update_state(state.id, expected, status="suspended")
         assert snapshot(state.id) == before, expected
 
 
-def test_state_id_must_be_an_id_string(state):
+def test_state_id_must_be_an_id_string(state, api):
     before = snapshot(state.id)
     for state_id in (None, "", 42, "x" * 37):
         with pytest.raises(InvalidStateData, match="state_id"):
-            update_state(state_id, 1, status="suspended")
+            api.update_state(state_id, 1, status="suspended")
     assert snapshot(state.id) == before
 
 
@@ -240,9 +240,9 @@ def test_save_after_another_writer_raises_stale_and_loses_nothing(state):
     assert after_theirs["context_variables"] == {"by": "them"}
 
 
-def test_save_after_update_state_raises_stale(state):
+def test_save_after_update_state_raises_stale(state, api):
     mine = SessionState.get_by_id(state.id)
-    update_state(state.id, 1, conversation_history=[])
+    api.update_state(state.id, 1, conversation_history=[])
     mine.conversation_history = [{"role": "user", "content": "lost?"}]
     with pytest.raises(StaleStateError):
         mine.save()
@@ -268,11 +268,11 @@ def test_save_of_a_loaded_instance_refuses_fields_update_state_refuses(state):
     assert snapshot(state.id) == before
 
 
-def test_save_of_an_instance_it_just_inserted_is_version_checked(migrated):
+def test_save_of_an_instance_it_just_inserted_is_version_checked(migrated, api):
     session = Session.create(name="s")
     state = SessionState.create_for_session(session.id, "copilot")
     state.save()
-    update_state(state.id, 1, current_step=9)
+    api.update_state(state.id, 1, current_step=9)
     state.current_step = 1
     with pytest.raises(StaleStateError):
         state.save()

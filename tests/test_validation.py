@@ -148,27 +148,27 @@ def database_contents():
 # --- through update_state ------------------------------------------------------------------
 
 
-def test_update_state_refuses_each_bad_value(state):
+def test_update_state_refuses_each_bad_value(state, api):
     def attempt(field, value):
-        update_state(state.id, 2, **{field: value})
+        api.update_state(state.id, 2, **{field: value})
 
     assert refusals(BAD_JSON + BAD_SCALARS + BAD_STATUS, attempt, database_contents) == []
     assert snapshot(state.id)["version"] == 2
 
 
-def test_update_state_refuses_the_whole_call_when_one_field_is_bad(state):
+def test_update_state_refuses_the_whole_call_when_one_field_is_bad(state, api):
     def attempt(field, value):
         changes = {"status": "suspended", "current_step": 9, "conversation_history": []}
         changes[field] = value
-        update_state(state.id, 2, **changes)
+        api.update_state(state.id, 2, **changes)
 
     assert refusals(BAD_JSON + BAD_SCALARS, attempt, database_contents) == []
 
 
-def test_update_state_example_from_the_issue(state):
+def test_update_state_example_from_the_issue(state, api):
     before = snapshot(state.id)
     with pytest.raises(InvalidStateData) as error:
-        update_state(state.id, 2, context_variables={"tools": ["a", "b", object()]})
+        api.update_state(state.id, 2, context_variables={"tools": ["a", "b", object()]})
     assert str(error.value).startswith("context_variables['tools'][2]: ")
     assert snapshot(state.id) == before
 
@@ -221,28 +221,28 @@ def test_a_refused_instance_can_be_fixed_and_saved(state):
 # --- the limits themselves are accepted ------------------------------------------------------
 
 
-def test_boundary_values_are_accepted(state):
+def test_boundary_values_are_accepted(state, api):
     version = 2
     for status in ("suspended", "active", "suspended"):
-        version = update_state(state.id, version, status=status)
+        version = api.update_state(state.id, version, status=status)
         assert SessionState.get_by_id(state.id).status == status
     for final in ("completed", "expired"):  # final statuses: each on a state of its own
         other = SessionState.create_for_session(state.session_id, "copilot")
         other.save()
-        update_state(other.id, 1, status=final)
+        api.update_state(other.id, 1, status=final)
         assert SessionState.get_by_id(other.id).status == final
     for step in (0, -1, 2**31 - 1, -(2**31), None):
-        version = update_state(state.id, version, current_step=step)
+        version = api.update_state(state.id, version, current_step=step)
         assert SessionState.get_by_id(state.id).current_step == step
     for phase in ("p", "p" * 50, "é" * 50, "\U0001F600" * 50):
-        version = update_state(state.id, version, current_phase=phase)
+        version = api.update_state(state.id, version, current_phase=phase)
         assert SessionState.get_by_id(state.id).current_phase == phase
     for mode in ("m", "m" * 50, "\u05e9" * 50):
         new = SessionState.create_for_session(state.session_id, mode)
         new.save()
         assert SessionState.get_by_id(new.id).mode == mode
     big = {"max": 2**63 - 1, "min": -(2**63)}
-    version = update_state(state.id, version, plan_data=big)
+    version = api.update_state(state.id, version, plan_data=big)
     assert SessionState.get_by_id(state.id).plan_data == big
 
 
@@ -257,23 +257,23 @@ def nested(levels, leaf="leaf"):
     return value
 
 
-def test_the_deepest_nesting_allowed_round_trips(state, migrated):
+def test_the_deepest_nesting_allowed_round_trips(state, migrated, api):
     deepest = dialects.of(migrated).json_max_depth
     value = nested(deepest)
-    update_state(state.id, 2, plan_data=value)
+    api.update_state(state.id, 2, plan_data=value)
     assert SessionState.get_by_id(state.id).plan_data == value
     new = SessionState.create_for_session(state.session_id, "copilot", plan_data=value)
     new.save()
     assert SessionState.get_by_id(new.id).plan_data == value
 
 
-def test_nesting_past_the_limit_is_refused(state, migrated):
+def test_nesting_past_the_limit_is_refused(state, migrated, api):
     deepest = dialects.of(migrated).json_max_depth
     before = snapshot(state.id)
     for extra in (1, 10, 100_000):  # far past Python's recursion limit too
         too_deep = nested(deepest + extra)
         with pytest.raises(InvalidStateData) as error:
-            update_state(state.id, 2, plan_data=too_deep)
+            api.update_state(state.id, 2, plan_data=too_deep)
         assert str(error.value).startswith("plan_data[")
         assert "nested deeper than %d" % deepest in str(error.value)
         assert snapshot(state.id) == before
@@ -283,20 +283,20 @@ def test_nesting_past_the_limit_is_refused(state, migrated):
         assert database_contents() == [before]
 
 
-def test_deeper_than_32_levels_is_refused_on_mysql_only(state, backend):
+def test_deeper_than_32_levels_is_refused_on_mysql_only(state, backend, api):
     value = nested(33)
     if backend == "mysql":
         with pytest.raises(InvalidStateData, match=r"^plan_data\["):
-            update_state(state.id, 2, plan_data=value)
+            api.update_state(state.id, 2, plan_data=value)
         assert snapshot(state.id)["version"] == 2
     else:
-        assert update_state(state.id, 2, plan_data=value) == 3
+        assert api.update_state(state.id, 2, plan_data=value) == 3
         assert SessionState.get_by_id(state.id).plan_data == value
 
 
-def test_500_levels_round_trip_on_sqlite_and_postgresql(state, backend):
+def test_500_levels_round_trip_on_sqlite_and_postgresql(state, backend, api):
     if backend == "mysql":
         pytest.skip("MariaDB stores at most 32 levels")
     value = nested(500)
-    assert update_state(state.id, 2, plan_data=value) == 3
+    assert api.update_state(state.id, 2, plan_data=value) == 3
     assert SessionState.get_by_id(state.id).plan_data == value

@@ -1,0 +1,187 @@
+"""The same operations, awaited: sessionstate for asyncio services.
+
+    from sessionstate import aio
+    await aio.connect()                      # the URL as connect() resolves it
+    state = await aio.create_session("copilot")
+    await aio.append_messages(state.id, [{"role": "user", "content": "hi"}])
+    await aio.close()
+
+Each coroutine runs the one implementation of its operation (sessionstate.state, lifecycle,
+listing, transfer, migrate) inside peewee's greenlet bridge, ``db.run()`` of
+playhouse.pwasyncio, on the async database of the URL: validation, query building and result
+handling are shared with the sync API, only the driver underneath is awaited. Each call
+releases its pooled connection when it returns, and keeps its transaction inside itself, so
+tasks gathered on one loop never wait on each other's open transaction.
+"""
+
+import asyncio
+import functools
+import importlib
+import importlib.util
+import inspect
+import weakref
+
+from playhouse import db_url
+
+from . import db as connecting
+from . import dialects, execution, lifecycle, listing, state, transfer
+from .migrate import forget_check
+from .migrate import migrate as _migrate
+from .migrate import migration_status as _migration_status
+from .migrate import rollback as _rollback
+from .errors import ConfigurationError, DatabaseUnavailable
+from .models import call_with
+
+EXTRA = "sessionstate[async]"
+_current = None  # the async database connect() opened
+_URLS = weakref.WeakKeyDictionary()  # async database -> its URL (for migrations)
+
+
+def _pwasyncio(dialect):
+    """peewee's asyncio layer, or ConfigurationError naming the extra that installs it."""
+    missing = [name for name in ("greenlet", dialect.async_driver)
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigurationError("the async API on %s needs %s; install it with: pip install "
+                                 "'%s'" % (dialect.name, " and ".join(missing), EXTRA))
+    return importlib.import_module("playhouse.pwasyncio")
+
+
+async def connect(url=None):
+    """Open the async database of `url` (resolved as connect() does) and use it from now on.
+
+    Returns the playhouse.pwasyncio database. Call it inside the event loop that will use
+    it, and ``await close()`` when done.
+    """
+    global _current
+    url = connecting.resolve_url(url)
+    dialect = connecting.dialect_of_url(url, driver=False)
+    module = _pwasyncio(dialect)
+    params = dialects.ASYNC_DIALECTS[dialect.name].async_params(db_url.parse(url))
+    database = getattr(module, dialect.async_class)(**params)
+    try:
+        await database.run(call_with, database, dialect.prepare, database)
+    except Exception as exc:
+        await _close_quietly(database)
+        if not execution.is_database_error(exc):
+            raise
+        raise DatabaseUnavailable("cannot open the database %s: %s" % (
+            connecting.mask_password(url), connecting.mask_password(str(exc), url))) from exc
+    if _current is not None:
+        await _close_quietly(_current)
+    _current = database
+    _URLS[database] = url
+    return database
+
+
+async def close():
+    """Release every connection of the async database connect() opened."""
+    global _current
+    database, _current = _current, None
+    if database is not None:
+        await _close_quietly(database)
+
+
+async def _close_quietly(database):
+    try:
+        await database.close_pool()
+    except Exception:  # noqa: BLE001 - closing must not hide the outcome that led here
+        pass
+
+
+async def _run(operation, *args, **kwargs):
+    """Run a sync operation on the async database, in the greenlet bridge; then release the
+    task's connection (unless the caller holds a transaction open)."""
+    database = _current if _current is not None else await connect()
+    try:
+        return await database.run(call_with, database, operation, *args, **kwargs)
+    finally:
+        if not database.in_transaction():
+            try:
+                await database.aclose()
+            except Exception:  # noqa: BLE001 - a dead connection fails to go back; dropped
+                pass
+
+
+def _awaitable(operation):
+    @functools.wraps(operation)
+    async def coroutine(*args, **kwargs):
+        return await _run(operation, *args, **kwargs)
+    return coroutine
+
+
+async def modify_state(state_id, fn, *, attempts=state.MODIFY_ATTEMPTS):
+    """state.modify_state, awaited; `fn` may be a plain function or a coroutine function.
+
+    While fn runs, the task holds no connection (fn may await a slow LLM call).
+    """
+    database = _current if _current is not None else await connect()
+    bridge = importlib.import_module("playhouse.pwasyncio")
+
+    def call(current):
+        bridge.await_(database.aclose())  # give the connection back while fn runs
+        result = fn(current)
+        return bridge.await_(result) if inspect.isawaitable(result) else result
+
+    return await _run(state.modify_state, state_id, call if callable(fn) else fn,
+                      attempts=attempts)
+
+
+async def migrate(database=None):
+    """migrate(), awaited: applies every pending migration."""
+    return await _on_sync_database(_migrate, database)
+
+
+async def rollback(database=None, steps=1):
+    """rollback(), awaited."""
+    return await _on_sync_database(_rollback, database, steps=steps)
+
+
+async def migration_status(database=None):
+    """migration_status(), awaited."""
+    return await _on_sync_database(_migration_status, database)
+
+
+async def _on_sync_database(operation, database, **kwargs):
+    """Run a migration operation on a sync database of the same URL, in a worker thread.
+
+    peewee-migrate writes aware datetimes to its history table's plain TIMESTAMP column,
+    which asyncpg refuses; migrations are rare, so they take the sync driver rather than a
+    patched copy of peewee-migrate. The loop is never blocked meanwhile.
+    """
+    database = database or _current or await connect()
+    url = _URLS[database]
+
+    def run():
+        sync = connecting.open_database(url)
+        try:
+            return operation(sync, **kwargs)
+        finally:
+            sync.close()
+
+    try:
+        return await asyncio.to_thread(run)
+    finally:
+        forget_check(database)
+
+
+update_state = _awaitable(state.update_state)
+get_state = _awaitable(state.get_state)
+append_messages = _awaitable(state.append_messages)
+recent_messages = _awaitable(state.recent_messages)
+create_session = _awaitable(lifecycle.create_session)
+suspend = _awaitable(lifecycle.suspend)
+resume = _awaitable(lifecycle.resume)
+complete = _awaitable(lifecycle.complete)
+expire = _awaitable(lifecycle.expire)
+expire_due = _awaitable(lifecycle.expire_due)
+purge = _awaitable(lifecycle.purge)
+delete_session = _awaitable(lifecycle.delete_session)
+list_sessions = _awaitable(listing.list_sessions)
+export_session = _awaitable(transfer.export_session)
+import_session = _awaitable(transfer.import_session)
+
+__all__ = ["connect", "close", "migrate", "rollback", "migration_status", "update_state",
+           "create_session", "get_state", "append_messages", "recent_messages", "modify_state",
+           "suspend", "resume", "complete", "expire", "expire_due", "purge", "delete_session",
+           "list_sessions", "export_session", "import_session"]
