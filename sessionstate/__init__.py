@@ -35,7 +35,8 @@ from .lifecycle import (
 from .listing import list_sessions
 from .migrate import migrate, migration_status, rollback
 from .models import Session, SessionState
-from .state import append_messages, get_state, modify_state, recent_messages, update_state
+from .state import (append_messages, clear_messages, get_state, modify_state, pop_message,
+                    recent_messages, update_state)
 from .transfer import export_session, import_session
 
 __version__ = "0.1.0"
@@ -51,6 +52,8 @@ __all__ = [
     "get_state",
     "append_messages",
     "recent_messages",
+    "pop_message",
+    "clear_messages",
     "modify_state",
     "suspend",
     "resume",

@@ -47,17 +47,19 @@ def _pwasyncio(dialect):
     return importlib.import_module("playhouse.pwasyncio")
 
 
-async def connect(url=None):
+async def connect(url=None, *, pool_size=10):
     """Open the async database of `url` (resolved as connect() does) and use it from now on.
 
-    Returns the playhouse.pwasyncio database. Call it inside the event loop that will use
-    it, and ``await close()`` when done.
+    Returns the playhouse.pwasyncio database, with at most `pool_size` connections (each
+    running call holds one). Call it inside the event loop that will use it, and
+    ``await close()`` when done.
     """
     global _current
     url = connecting.resolve_url(url)
     dialect = connecting.dialect_of_url(url, driver=False)
     module = _pwasyncio(dialect)
     params = dialects.ASYNC_DIALECTS[dialect.name].async_params(db_url.parse(url))
+    params["pool_size"] = pool_size
     database = getattr(module, dialect.async_class)(**params)
     try:
         await database.run(call_with, database, dialect.prepare, database)
@@ -113,13 +115,16 @@ def _awaitable(operation):
 async def modify_state(state_id, fn, *, attempts=state.MODIFY_ATTEMPTS):
     """state.modify_state, awaited; `fn` may be a plain function or a coroutine function.
 
-    While fn runs, the task holds no connection (fn may await a slow LLM call).
+    fn runs outside any transaction and lock; the task keeps its pooled connection meanwhile
+    (giving it back and taking one again per attempt made racing tasks slower on aiomysql's
+    pool than the conflicts themselves). Many slow fns at once need a larger pool:
+    ``connect(url, pool_size=N)``.
     """
-    database = _current if _current is not None else await connect()
+    if _current is None:
+        await connect()
     bridge = importlib.import_module("playhouse.pwasyncio")
 
     def call(current):
-        bridge.await_(database.aclose())  # give the connection back while fn runs
         result = fn(current)
         return bridge.await_(result) if inspect.isawaitable(result) else result
 
@@ -169,6 +174,8 @@ update_state = _awaitable(state.update_state)
 get_state = _awaitable(state.get_state)
 append_messages = _awaitable(state.append_messages)
 recent_messages = _awaitable(state.recent_messages)
+pop_message = _awaitable(state.pop_message)
+clear_messages = _awaitable(state.clear_messages)
 create_session = _awaitable(lifecycle.create_session)
 suspend = _awaitable(lifecycle.suspend)
 resume = _awaitable(lifecycle.resume)
@@ -182,6 +189,7 @@ export_session = _awaitable(transfer.export_session)
 import_session = _awaitable(transfer.import_session)
 
 __all__ = ["connect", "close", "migrate", "rollback", "migration_status", "update_state",
-           "create_session", "get_state", "append_messages", "recent_messages", "modify_state",
+           "create_session", "get_state", "append_messages", "recent_messages", "pop_message",
+           "clear_messages", "modify_state",
            "suspend", "resume", "complete", "expire", "expire_due", "purge", "delete_session",
            "list_sessions", "export_session", "import_session"]

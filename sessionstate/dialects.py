@@ -7,6 +7,7 @@ of the in-database append and tail slice, the write and migration locks, and whi
 mean "try again" or "the connection is gone".
 """
 
+import asyncio
 import contextlib
 import datetime as dt
 import importlib.util
@@ -62,6 +63,10 @@ class Dialect:
         """Keyword arguments for the peewee database class of this backend."""
         return {}
 
+    def sleep(self, seconds):
+        """Wait between retries (an async dialect lets its event loop run meanwhile)."""
+        time.sleep(seconds)
+
     def bind_large(self, sql, params):
         """(sql, params) to execute: where a driver would stall an event loop on a large
         value, the dialect may put it in the SQL itself."""
@@ -97,6 +102,10 @@ class Dialect:
 
     def append_values(self, messages):
         return {"batch": self.json_param(list(messages))}
+
+    def remove_last_expression(self, field):
+        """SQL for "the JSON array in `field` without its last item"."""
+        raise NotImplementedError
 
     @contextlib.contextmanager
     def write_lock(self, database):
@@ -221,6 +230,13 @@ class SqliteDialect(Dialect):
     def append_values(self, messages):
         return {"m%d" % index: jsoncodec.dumps(message) for index, message in enumerate(messages)}
 
+    # The version, and the history's last item as (value, kind) as in tail_sql.
+    last_item_sql = ("SELECT version, json_extract(conversation_history, '$[#-1]'), "
+                     "json_type(conversation_history, '$[#-1]') FROM session_states WHERE id = ?")
+
+    def remove_last_expression(self, field):
+        return pw.fn.json_remove(field, "$[#-1]")
+
     @contextlib.contextmanager
     def write_lock(self, database):
         # A deferred transaction that reads before it writes can fail with "database is
@@ -288,6 +304,13 @@ class PostgresqlDialect(Dialect):
         return pw.Expression(pw.fn.COALESCE(field, pw.SQL("'[]'::jsonb")), "||",
                              placeholder("batch"))
 
+    last_item_sql = ("SELECT version, (conversation_history -> -1)::text, CASE WHEN "
+                     "conversation_history -> -1 IS NULL THEN NULL ELSE 'json' END "
+                     "FROM session_states WHERE id = %s")
+
+    def remove_last_expression(self, field):
+        return pw.Expression(field, "-", pw.SQL("(-1)"))  # jsonb minus an index
+
     def migration_lock(self, database):
         return _advisory_lock(database)
 
@@ -344,6 +367,14 @@ class MysqlDialect(Dialect):
         return pw.fn.JSON_MERGE_PRESERVE(pw.fn.COALESCE(field, pw.fn.JSON_ARRAY()),
                                          placeholder("batch"))
 
+    last_item_sql = ("SELECT version, JSON_EXTRACT(conversation_history, CONCAT('$[', "
+                     "JSON_LENGTH(conversation_history) - 1, ']')), CASE WHEN "
+                     "JSON_LENGTH(conversation_history) > 0 THEN 'json' END "
+                     "FROM session_states WHERE id = %s")
+
+    def remove_last_expression(self, field):
+        return pw.fn.JSON_REMOVE(field, pw.fn.CONCAT("$[", pw.fn.JSON_LENGTH(field) - 1, "]"))
+
     def migration_lock(self, database):
         return _named_lock(database)
 
@@ -370,11 +401,26 @@ def _named_lock(database):
             database.close()
 
 
-class AsyncSqliteDialect(SqliteDialect):
+def _await(awaitable):
+    """Await from sync code running in pwasyncio's greenlet bridge (the loop runs meanwhile)."""
+    return sys.modules["playhouse.pwasyncio"].await_(awaitable)
+
+
+class AsyncMixin:
+    """What every async dialect shares: waiting never blocks the event loop."""
+
+    def sleep(self, seconds):
+        _await(asyncio.sleep(seconds))
+
+    def idle_connection_lost(self, database):
+        return False  # the driver's pool checks connections as it hands them out
+
+
+class AsyncSqliteDialect(AsyncMixin, SqliteDialect):
     """SQLite through aiosqlite (playhouse.pwasyncio): the same SQL and settings."""
 
 
-class AsyncPostgresqlDialect(PostgresqlDialect):
+class AsyncPostgresqlDialect(AsyncMixin, PostgresqlDialect):
     """PostgreSQL through asyncpg: JSON goes in as text and comes back decoded; asyncpg's
     own errors are not wrapped by peewee, so they are classified by their SQLSTATE."""
 
@@ -386,9 +432,6 @@ class AsyncPostgresqlDialect(PostgresqlDialect):
     def json_param(self, value):
         return jsoncodec.dumps_for_postgresql(value)
 
-    def idle_connection_lost(self, database):
-        return False  # asyncpg's pool checks connections as it hands them out
-
     def is_transient(self, error):
         return _sqlstate(error) in ("40P01", "40001") or super().is_transient(error)
 
@@ -399,7 +442,7 @@ class AsyncPostgresqlDialect(PostgresqlDialect):
                 or _mentions(error, self.disconnect_markers + ASYNC_DISCONNECT_MARKERS))
 
 
-class AsyncMysqlDialect(MysqlDialect):
+class AsyncMysqlDialect(AsyncMixin, MysqlDialect):
     """MariaDB/MySQL through aiomysql (PyMySQL underneath): the same SQL and settings, and
     large values kept from stalling the event loop."""
 
@@ -408,6 +451,10 @@ class AsyncMysqlDialect(MysqlDialect):
     def json_param(self, value):
         # json.dumps of a 5 MB history holds the loop for about 55 ms, orjson for about 6.
         return jsoncodec.dumps(value)
+
+    def sleep(self, seconds):
+        """Wait between retries (an async dialect lets its event loop run meanwhile)."""
+        time.sleep(seconds)
 
     def bind_large(self, sql, params):
         # aiomysql escapes every string parameter with PyMySQL's escape_string in the loop's
@@ -425,6 +472,7 @@ class AsyncMysqlDialect(MysqlDialect):
                 out.append("%s")
                 kept.append(value)
             out.append(piece)
+        _await(asyncio.sleep(0))  # the loop runs between the encoding and the sending
         return "".join(out), kept
 
     def async_params(self, params):
@@ -432,9 +480,6 @@ class AsyncMysqlDialect(MysqlDialect):
         if "passwd" in params:  # db_url.parse's name; aiomysql wants "password"
             params["password"] = params.pop("passwd")
         return params
-
-    def idle_connection_lost(self, database):
-        return False  # aiomysql's pool pings connections as it hands them out
 
     def is_disconnect(self, error):
         return isinstance(error, (ConnectionError, TimeoutError)) or _mentions(
@@ -489,6 +534,14 @@ def tail_items(rows, limit):
         return None
     items = [_tail_item(value, kind) for value, kind in rows if kind is not None]
     return items[::-1][-limit:]
+
+
+def last_item(row):
+    """(version, the history's last item, whether there is one) from a last_item_sql row."""
+    version, value, kind = row
+    if kind is None:
+        return version, None, False
+    return version, _tail_item(value, kind), True
 
 
 def _tail_item(value, kind):

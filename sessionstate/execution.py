@@ -59,7 +59,7 @@ def _run(database, operation, write, single=False):
                 raise
             if dialect.is_transient(exc) and busy < TRANSIENT_ATTEMPTS - 1:
                 busy += 1
-                time.sleep(random.uniform(0.005, 0.02) * busy)
+                dialect.sleep(random.uniform(0.005, 0.02) * busy)
                 continue
             if not dialect.is_disconnect(exc):
                 raise translate(exc, dialect) from exc
@@ -69,7 +69,7 @@ def _run(database, operation, write, single=False):
             if lost >= RECONNECT_ATTEMPTS or time.monotonic() > deadline:
                 raise DatabaseUnavailable("cannot reach the database: %s" % _one_line(exc)
                                           ) from exc
-            time.sleep(RECONNECT_PAUSES[lost])
+            dialect.sleep(RECONNECT_PAUSES[lost])
             lost += 1
 
 

@@ -43,14 +43,22 @@ def _chunks(items, size=ID_BATCH):
 
 
 def create_session(mode, *, name=None, user_id=None, meta=None, ttl=None,
-                   conversation_history=None, context_variables=None, plan_data=None):
-    """Create a session and its active state in one transaction; returns the SessionState."""
+                   conversation_history=None, context_variables=None, plan_data=None,
+                   session_id=None):
+    """Create a session and its active state in one transaction; returns the SessionState.
+
+    `session_id` chooses the session's id (else a new uuid4); AlreadyExists if it is taken.
+    """
     check_short_text("mode", mode, nullable=False)
+    if session_id is not None:
+        check_id("session_id", session_id)
     database = get_database()
     max_depth = dialects.of(database).json_max_depth
     now = utcnow()
     session = Session(name=name, user_id=user_id, meta=meta, status="active",
                       created_at=now, last_active_at=now)
+    if session_id is not None:
+        session.id = session_id
     state = SessionState.create_for_session(
         session.id, mode,
         conversation_history=[] if conversation_history is None else conversation_history,

@@ -83,13 +83,21 @@ def append_messages(state_id, messages, expected_version=None):
     checked = expected_version is not None
     returning = dialect.update_returning and not checked
     shape = (len(messages), checked, returning)
-    build = lambda: _append_query(dialect, *shape)  # noqa: E731
+    build = lambda: _history_query(  # noqa: E731
+        dialect.append_expression(SessionState.conversation_history, len(messages), param),
+        checked, returning)
     statement = (compiled(database, ("append",) + shape, build)
                  if len(messages) <= APPEND_COMPILED else Statement(database, build()))
     values = dialect.append_values(messages)
     values.update(updated_at=SessionState.updated_at.db_value(utcnow()), state_id=state_id,
                   expected_version=expected_version)
 
+    return _write_history(database, statement, values, state_id, expected_version,
+                          returning)
+
+
+def _write_history(database, statement, values, state_id, expected_version, returning):
+    """Run a history UPDATE (append, pop, clear); returns the state's new version."""
     def run():
         if returning:  # the new version comes back from the UPDATE itself
             rows = statement.rows(values)
@@ -97,24 +105,71 @@ def append_messages(state_id, messages, expected_version=None):
                 raise SessionNotFound("no session state with id %r" % (state_id,))
             return rows[0][0]
         if statement.rows_affected(values) != 1:
+            if expected_version is None:
+                raise SessionNotFound("no session state with id %r" % (state_id,))
             raise missing_or_stale(state_id, expected_version)
-        return expected_version + 1 if checked else _version_of(database, state_id)
+        if expected_version is not None:
+            return expected_version + 1
+        return _version_of(database, state_id)
 
+    checked = expected_version is not None
     return execution.write(database, run, single=returning or checked)
 
 
-def _append_query(dialect, count, checked, returning):
-    """The append UPDATE, with placeholders where the messages and the ids go."""
-    history = SessionState.conversation_history
+def _history_query(history_value, checked, returning):
+    """An UPDATE of the history to `history_value` that bumps the version, with placeholders
+    for the state id, the expected version (when checked) and updated_at."""
     where = SessionState.id == param("state_id")
     if checked:
         where &= SessionState.version == param("expected_version")
     query = SessionState.update({
-        history: dialect.append_expression(history, count, param),
+        SessionState.conversation_history: history_value,
         SessionState.updated_at: param("updated_at"),
         SessionState.version: SessionState.version + 1,
     }).where(where)
     return query.returning(SessionState.version) if returning else query
+
+
+def pop_message(state_id):
+    """Remove the history's last message and return it, atomically; None when it is empty.
+
+    Version-checked: of two callers racing, each gets a different message (the loser reads
+    again), and none is lost.
+    """
+    check_id("state_id", state_id)
+    database = ready_database()
+    dialect = dialects.of(database)
+    statement = compiled(database, "pop", lambda: _history_query(
+        dialect.remove_last_expression(SessionState.conversation_history), True, False))
+    for attempt in range(MODIFY_ATTEMPTS):
+        rows = execution.read(database, lambda: database.execute_sql(
+            dialect.last_item_sql, (state_id,)).fetchall())
+        if not rows:
+            raise SessionNotFound("no session state with id %r" % (state_id,))
+        version, item, present = dialects.last_item(rows[0])
+        if not present:
+            return None
+        values = {"state_id": state_id, "expected_version": version,
+                  "updated_at": SessionState.updated_at.db_value(utcnow())}
+        try:
+            _write_history(database, statement, values, state_id, version, False)
+            return item
+        except StaleStateError as conflict:
+            if attempt == MODIFY_ATTEMPTS - 1:
+                raise conflict
+            dialects.of(database).sleep(backoff(attempt))
+
+
+def clear_messages(state_id):
+    """Empty the history (the state and its session stay); returns the new version."""
+    check_id("state_id", state_id)
+    database = ready_database()
+    returning = dialects.of(database).update_returning
+    statement = compiled(database, ("clear", returning), lambda: _history_query(
+        param("empty"), False, returning))
+    values = {"empty": SessionState.conversation_history.db_value([]), "state_id": state_id,
+              "updated_at": SessionState.updated_at.db_value(utcnow())}
+    return _write_history(database, statement, values, state_id, None, returning)
 
 
 def _version_of(database, state_id):
@@ -122,6 +177,11 @@ def _version_of(database, state_id):
     statement = compiled(database, "version", lambda: SessionState.select(
         SessionState.version).where(SessionState.id == param("state_id")))
     return statement.rows({"state_id": state_id})[0][0]
+
+
+def backoff(attempt):
+    """A random pause before retry `attempt` after a lost race: up to 1 ms, doubling to 64."""
+    return random.uniform(0, 0.001 * min(2 ** attempt, 64))
 
 
 def modify_state(state_id, fn, *, attempts=MODIFY_ATTEMPTS):
@@ -156,4 +216,4 @@ def modify_state(state_id, fn, *, attempts=MODIFY_ATTEMPTS):
         except StaleStateError:
             if attempt == attempts - 1:
                 raise
-            time.sleep(random.uniform(0, 0.001 * min(2 ** attempt, 64)))
+            dialects.of(database).sleep(backoff(attempt))

@@ -171,7 +171,27 @@ def _mixed_task(url, index, barrier, errors, state_id, count):
     return ("append", _append_task(url, index, barrier, errors, state_id, count))
 
 
+def _pop_task(url, index, barrier, errors, state_id):
+    """Pop until the history is empty; every item popped, in order of popping."""
+    database = sessionstate.connect(url)
+    SessionState.get_by_id(state_id)
+    barrier.wait(BARRIER_TIMEOUT)
+    popped = []
+    while True:
+        try:
+            item = sessionstate.pop_message(state_id)
+        except Exception as exc:
+            errors.append(_describe(exc))
+            break
+        if item is None:
+            break
+        popped.append(item)
+    database.close()
+    return popped
+
+
 TASKS = {
+    "pop": _pop_task,
     "migrate": _migrate_task,
     "modify": _modify_task,
     "append": _append_task,
@@ -302,6 +322,22 @@ def test_modify_state_calls_fn_holding_no_lock(migrated):
     writer.join(RUN_TIMEOUT)
     assert done_while_fn_ran and outcome["other"] == 2, outcome
     assert outcome["modify"] == 2, outcome
+
+
+def test_processes_popping_one_history_never_share_or_lose_an_item(migrated, url):
+    items = [{"n": n} for n in range(120)]
+    state = sessionstate.create_session("copilot", conversation_history=items)
+
+    reports = run_workers("pop", url, state.id)
+
+    assert_no_errors(reports)
+    popped = [item["n"] for payload, _ in reports for item in payload]
+    assert sorted(popped) == list(range(120))  # each item exactly once
+    for payload, _ in reports:  # each worker saw the history shrink from its end
+        assert [item["n"] for item in payload] == sorted((item["n"] for item in payload),
+                                                         reverse=True)
+    final = SessionState.get_by_id(state.id)
+    assert final.conversation_history == [] and final.version == 121
 
 
 # -- 3. append_messages from several processes ------------------------------------------------

@@ -22,6 +22,7 @@ LAYERS = [
     {"migrate"},
     {"state", "lifecycle", "listing", "transfer"},
     {"cli", "aio"},
+    {"openai_agents"},  # the OpenAI Agents SDK Session, on aio
     {"__init__", "__main__"},
 ]
 LAYER_OF = {name: index for index, names in enumerate(LAYERS) for name in names}

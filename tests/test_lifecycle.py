@@ -567,3 +567,39 @@ def test_expire_due_of_a_current_state_moves_its_session(migrated, api):
     assert api.expire_due() == 1
     assert api.get_state(state.session_id).status == "expired"
     assert Session.get_by_id(state.session_id).status == "expired"
+
+
+def test_pop_message_removes_and_returns_the_last_item(migrated, api):
+    items = [{"role": "user", "content": [{"type": "text", "text": "héllo"}]}, "plain",
+             7, None, [1, {"a": True}]]
+    state = api.create_session("copilot", conversation_history=items)
+    popped = [api.pop_message(state.id) for _ in range(len(items))]
+    assert popped == items[::-1]
+    assert api.pop_message(state.id) is None  # empty: nothing to pop, nothing written
+    current = api.get_state(state.session_id)
+    assert current.conversation_history == [] and current.version == 1 + len(items)
+    with pytest.raises(SessionNotFound):
+        api.pop_message("no-such-state")
+
+
+def test_clear_messages_empties_the_history_and_keeps_the_rest(migrated, api):
+    state = api.create_session("copilot", name="kept", meta={"k": 1},
+                               conversation_history=[{"n": 1}, {"n": 2}],
+                               context_variables={"c": 3})
+    assert api.clear_messages(state.id) == 2
+    current = api.get_state(state.session_id)
+    assert (current.conversation_history, current.context_variables) == ([], {"c": 3})
+    assert Session.get_by_id(state.session_id).meta == {"k": 1}
+    assert api.append_messages(state.id, [{"n": 3}]) == 3
+    with pytest.raises(SessionNotFound):
+        api.clear_messages("no-such-state")
+
+
+def test_create_session_with_a_chosen_id(migrated, api):
+    state = api.create_session("copilot", session_id="my-own-id")
+    assert state.session_id == "my-own-id" and api.get_state("my-own-id").id == state.id
+    with pytest.raises(ss.AlreadyExists):
+        api.create_session("copilot", session_id="my-own-id")
+    assert SessionState.select().count() == 1
+    with pytest.raises(InvalidStateData, match="session_id"):
+        api.create_session("copilot", session_id="x" * 37)
