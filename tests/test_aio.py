@@ -169,3 +169,50 @@ def test_the_loop_stays_responsive_while_5_mb_are_saved_and_loaded(migrated, url
     print("largest loop delay on %s: %s ms" % (backend, ", ".join("%.1f" % d for d in delays)),
           file=sys.stderr)
     assert min(delays) < 50, delays
+
+
+def test_after_the_server_ends_its_connections_the_next_calls_work(backend, url, migrated):
+    """The resilience rules hold on the async API too: dead connections are replaced."""
+    if backend == "sqlite":
+        pytest.skip("SQLite has no connection to lose")
+    from test_resilience import end_library_connections
+
+    async def scenario():
+        await connected(url)
+        states = [await aio.create_session("copilot") for _ in range(3)]
+        await asyncio.gather(*[aio.get_state(state.session_id) for state in states])
+        await asyncio.to_thread(end_library_connections, url, backend)
+        reads = await asyncio.gather(*[aio.get_state(state.session_id) for state in states])
+        writes = await asyncio.gather(*[aio.update_state(state.id, 1, current_step=2)
+                                        for state in states])
+        await aio.close()
+        return reads, writes
+
+    reads, writes = run(scenario())
+    assert [state.version for state in reads] == [1, 1, 1] and writes == [2, 2, 2]
+
+
+def test_a_stopped_server_is_database_unavailable_then_calls_work_again():
+    from instances import PostgresInstance
+    from conftest import UNDER_CI
+
+    if not PostgresInstance.is_available():
+        if UNDER_CI:
+            pytest.fail("PostgreSQL binaries missing under CI")
+        pytest.skip(PostgresInstance.unavailable_reason())
+
+    async def scenario(server):
+        await connected(server.url)
+        state = await aio.create_session("copilot")
+        await asyncio.to_thread(server.stop)
+        with pytest.raises(sessionstate.DatabaseUnavailable):
+            await aio.get_state(state.session_id)
+        with pytest.raises(sessionstate.DatabaseUnavailable):
+            await aio.update_state(state.id, 1, current_step=1)
+        await asyncio.to_thread(server.start)
+        version = await aio.update_state(state.id, 1, current_step=1)
+        await aio.close()
+        return version
+
+    with PostgresInstance() as server:
+        assert run(scenario(server)) == 2
