@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,postgres,mysql,async]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,postgres,mysql,async,openai-agents]'
 	touch $(STAMP)
 
 migrate: $(STAMP)  ## apply pending migrations to SESSIONSTATE_DATABASE_URL or ~/.sessionstate
