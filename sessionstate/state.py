@@ -56,10 +56,8 @@ def recent_messages(state_id, limit):
     check_id("state_id", state_id)
     check_positive_int("limit", limit)
     database = ready_database()
-    sql = dialects.of(database).tail_sql
-    rows = execution.read(database, lambda: database.execute_sql(sql, (state_id, limit))
-                          .fetchall())
-    items = dialects.tail_items(rows, limit)
+    dialect = dialects.of(database)
+    items = execution.read(database, lambda: dialect.tail(database, state_id, limit))
     if items is None:
         raise SessionNotFound("no session state with id %r" % (state_id,))
     return items
