@@ -41,6 +41,7 @@ class Dialect:
     json_max_depth = 512
     update_returning = True  # UPDATE ... RETURNING gives the new version in one statement
     transient_markers = ()  # lock contention, deadlock victims: the statement may run again
+    reconnect_attempts = 2  # a lost connection: retried at once, then after a pause
     disconnect_markers = ()  # the connection is gone
     missing_table_markers = ()  # the schema is not there: not migrated
     tail_sql = None
@@ -145,6 +146,13 @@ class Dialect:
     def is_disconnect(self, error):
         return isinstance(error, (pw.OperationalError, pw.InterfaceError)) and _mentions(
             error, self.disconnect_markers)
+
+    def never_sent(self, error):
+        """True when the driver refused to send the statement (its connection known dead):
+        a write that failed so was not applied and may run again."""
+        return _mentions(error, self.never_sent_markers)
+
+    never_sent_markers = ()
 
 
 def _sqlstate(error):
@@ -425,6 +433,10 @@ def _await(awaitable):
 class AsyncMixin:
     """What every async dialect shares: waiting never blocks the event loop."""
 
+    # A server restart kills every pooled connection: a call may meet several dead ones
+    # before the pool opens a fresh one (the connect timeout still bounds the whole call).
+    reconnect_attempts = 11
+
     def sleep(self, seconds):
         _await(asyncio.sleep(seconds))
 
@@ -447,6 +459,9 @@ class AsyncPostgresqlDialect(AsyncMixin, PostgresqlDialect):
 
     def json_param(self, value):
         return jsoncodec.dumps_for_postgresql(value)
+
+    # asyncpg checks its connection's state before it sends anything.
+    never_sent_markers = ("cannot switch to state", "connection is closed")
 
     def is_transient(self, error):
         return _sqlstate(error) in ("40P01", "40001") or super().is_transient(error)
@@ -502,8 +517,11 @@ class AsyncMysqlDialect(AsyncMixin, MysqlDialect):
             error, self.disconnect_markers + ASYNC_DISCONNECT_MARKERS)
 
 
+# asyncpg, on a connection the server ended while it sat in the pool: "cannot switch to
+# state 11; another operation (2) is in progress".
 ASYNC_DISCONNECT_MARKERS = ("connection was closed", "connection is closed",
-                            "connection refused", "pool is closed", "cannot perform operation")
+                            "connection refused", "pool is closed", "cannot perform operation",
+                            "cannot switch to state")
 
 DIALECTS = (SqliteDialect(), PostgresqlDialect(), MysqlDialect())
 ASYNC_DIALECTS = {"sqlite": AsyncSqliteDialect(), "postgresql": AsyncPostgresqlDialect(),

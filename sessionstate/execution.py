@@ -17,7 +17,6 @@ from .errors import (ConnectionLost, DatabaseBusy, DatabaseError, DatabaseUnavai
                      SchemaNotReady, SessionStateError)
 
 TRANSIENT_ATTEMPTS = 8  # lock timeouts, deadlock victims: retried this often, then DatabaseBusy
-RECONNECT_ATTEMPTS = 2  # a lost connection: retried at once, then after a pause
 DRIVER_MODULES = ("sqlite3", "psycopg", "pymysql", "aiosqlite", "asyncpg", "aiomysql")
 
 
@@ -64,12 +63,12 @@ def _run(database, operation, write, single=False):
             if not dialect.is_disconnect(exc):
                 raise translate(exc, dialect) from exc
             discard_connection(database)
-            if write and sent[0]:
+            if write and sent[0] and not dialect.never_sent(exc):
                 raise ConnectionLost(IN_DOUBT) from exc
-            if lost >= RECONNECT_ATTEMPTS or time.monotonic() > deadline:
+            if lost >= dialect.reconnect_attempts or time.monotonic() > deadline:
                 raise DatabaseUnavailable("cannot reach the database: %s" % _one_line(exc)
                                           ) from exc
-            dialect.sleep(RECONNECT_PAUSES[lost])
+            dialect.sleep(RECONNECT_PAUSES[min(lost, 1)])
             lost += 1
 
 

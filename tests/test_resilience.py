@@ -33,7 +33,7 @@ def end_library_connections(url, backend):
     with admin.connection_context():
         if backend == "postgresql":
             others = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                      "AND pid <> pg_backend_pid()")
+                      "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
             ended = [row[0] for row in admin.execute_sql(others).fetchall()]
             for pid in ended:
                 admin.execute_sql("SELECT pg_terminate_backend(%s)", (pid,))
@@ -44,7 +44,7 @@ def end_library_connections(url, backend):
             for pid in ended:
                 admin.execute_sql("KILL CONNECTION %s" % int(pid))
         deadline = time.monotonic() + HANG_BOUND
-        while admin.execute_sql(others).fetchall():
+        while set(ended) & {row[0] for row in admin.execute_sql(others).fetchall()}:
             assert time.monotonic() < deadline, "connections did not end"
             time.sleep(0.02)
     admin.close()
