@@ -76,8 +76,11 @@ def _describe(exc):
     return text
 
 
-def _worker(url, index, state_id, session_id, barrier, stop, results, dump_path):
-    """Write tokens to one state until `stop` is set; report everything to `results`."""
+def _worker(url, index, state_id, session_id, barrier, stop, results, dump_path, api_kind):
+    """Write tokens to one state until `stop` is set; report everything to `results`.
+
+    api_kind "async" makes every call through sessionstate.aio, on this worker's own loop.
+    """
     report = {
         "index": index,
         "writes": [],          # (token, kind, outcome, exception type or None, t0, t1)
@@ -112,7 +115,13 @@ def _worker(url, index, state_id, session_id, barrier, stop, results, dump_path)
     dump = open(dump_path, "w")
     try:
         try:
-            sessionstate.connect(url)
+            if api_kind == "async":
+                from conftest import AsyncAPI
+
+                api = AsyncAPI(url)
+            else:
+                api = sessionstate
+                sessionstate.connect(url)
             barrier.wait(BARRIER_TIMEOUT)
         except BaseException as exc:  # noqa: B036 - report it, whatever it is
             report["anomalies"].append("could not get to the start line: %s\n%s"
@@ -127,7 +136,7 @@ def _worker(url, index, state_id, session_id, barrier, stop, results, dump_path)
             while True:
                 t0 = time.monotonic()
                 try:
-                    return timed("get_state", sessionstate.get_state, session_id)
+                    return timed("get_state", api.get_state, session_id)
                 except SessionStateError as exc:
                     report["read_failures"].append((note(exc), t0, time.monotonic()))
                 except Exception as exc:  # noqa: BLE001 - a foreign exception: record it
@@ -151,13 +160,13 @@ def _worker(url, index, state_id, session_id, barrier, stop, results, dump_path)
             outcome, error = "ack", None
             try:
                 if kind == "update":
-                    new_version = timed("update_state", sessionstate.update_state, state_id,
+                    new_version = timed("update_state", api.update_state, state_id,
                                         version, context_variables={"tokens": tokens + [token]})
                 elif kind == "append":
-                    new_version = timed("append_messages", sessionstate.append_messages,
+                    new_version = timed("append_messages", api.append_messages,
                                         state_id, [{"token": token}], expected_version=version)
                 else:
-                    new_version = timed("modify_state", sessionstate.modify_state, state_id,
+                    new_version = timed("modify_state", api.modify_state, state_id,
                                         lambda s: {"context_variables": {
                                             "tokens": s.context_variables["tokens"] + [token]}})
                 # This worker is its state's only writer: each write is exactly one bump.
@@ -223,8 +232,9 @@ def _counts(counter):
     return ", ".join("%s=%d" % item for item in sorted(counter.items())) or "none"
 
 
+@pytest.mark.parametrize("api_kind", ["sync", "async"])
 @pytest.mark.parametrize("family", sorted(SERVERS))
-def test_restart_under_load(family, tmp_path):
+def test_restart_under_load(family, api_kind, tmp_path):
     cls = _require(family)
     context = multiprocessing.get_context("spawn")
     instance = cls()
@@ -247,7 +257,8 @@ def test_restart_under_load(family, tmp_path):
         dumps = [str(tmp_path / ("worker-%d.stack" % index)) for index in range(WORKERS)]
         processes = [context.Process(target=_worker, name="restart-worker-%d" % index,
                                      args=(url, index, state.id, state.session_id, barrier,
-                                           stop, results, dumps[index]), daemon=True)
+                                           stop, results, dumps[index], api_kind),
+                                     daemon=True)
                      for index, state in enumerate(states)]
         for process in processes:
             process.start()
