@@ -36,40 +36,56 @@ def write(database, operation, single=False):
 
 def _run(database, operation, write, single=False):
     dialect = dialects.of(database)
-    busy = lost = 0
-    deadline = time.monotonic() + dialects.CONNECT_TIMEOUT_SECONDS
+    retries = _Retries(database, dialect)
     while True:
         sent = [False]  # a COMMIT (or a single autocommit statement) has been sent
         try:
-            if single:
-                _fresh_connection(database, dialect)
-                sent[0] = True
-                return operation()
-            if not write:
-                return operation()
-            with dialect.write_lock(database):
-                result = operation()
-                sent[0] = True
-            return result
+            return _attempt(database, dialect, operation, write, single, sent)
         except SessionStateError:
             raise
         except Exception as exc:  # noqa: BLE001 - every driver error is translated below
             if not is_database_error(exc):
                 raise
-            if dialect.is_transient(exc) and busy < TRANSIENT_ATTEMPTS - 1:
-                busy += 1
-                dialect.sleep(random.uniform(0.005, 0.02) * busy)
-                continue
-            if not dialect.is_disconnect(exc):
-                raise translate(exc, dialect) from exc
-            discard_connection(database)
-            if write and sent[0] and not dialect.never_sent(exc):
-                raise ConnectionLost(IN_DOUBT) from exc
-            if lost >= dialect.reconnect_attempts or time.monotonic() > deadline:
-                raise DatabaseUnavailable("cannot reach the database: %s" % _one_line(exc)
-                                          ) from exc
-            dialect.sleep(RECONNECT_PAUSES[min(lost, 1)])
-            lost += 1
+            retries.wait_or_raise(exc, in_doubt=write and sent[0])
+
+
+def _attempt(database, dialect, operation, write, single, sent):
+    if single:
+        _fresh_connection(database, dialect)
+        sent[0] = True
+        return operation()
+    if not write:
+        return operation()
+    with dialect.write_lock(database):
+        result = operation()
+        sent[0] = True
+    return result
+
+
+class _Retries:
+    """What one call may still retry: contention a few times, a lost connection until the
+    connect timeout; the error to raise when it may not."""
+
+    def __init__(self, database, dialect):
+        self.database, self.dialect = database, dialect
+        self.busy = self.lost = 0
+        self.deadline = time.monotonic() + dialects.CONNECT_TIMEOUT_SECONDS
+
+    def wait_or_raise(self, exc, in_doubt):
+        dialect = self.dialect
+        if dialect.is_transient(exc) and self.busy < TRANSIENT_ATTEMPTS - 1:
+            self.busy += 1
+            dialect.sleep(random.uniform(0.005, 0.02) * self.busy)
+            return
+        if not dialect.is_disconnect(exc):
+            raise translate(exc, dialect) from exc
+        discard_connection(self.database)
+        if in_doubt and not dialect.never_sent(exc):
+            raise ConnectionLost(IN_DOUBT) from exc
+        if self.lost >= dialect.reconnect_attempts or time.monotonic() > self.deadline:
+            raise DatabaseUnavailable("cannot reach the database: %s" % _one_line(exc)) from exc
+        dialect.sleep(RECONNECT_PAUSES[min(self.lost, 1)])
+        self.lost += 1
 
 
 RECONNECT_PAUSES = (0.0, 0.25)  # a dropped connection: at once; a server still coming back

@@ -5,7 +5,6 @@ a state back after writing it, since histories can be megabytes.
 """
 
 import random
-import time
 
 from . import dialects, execution
 from .errors import SessionNotFound, StaleStateError

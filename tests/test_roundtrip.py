@@ -8,7 +8,7 @@ import zoneinfo
 import pytest
 
 import sessionstate
-from sessionstate import Session, SessionState, update_state
+from sessionstate import Session, SessionState
 
 UTC = dt.timezone.utc
 
