@@ -9,6 +9,7 @@ import random
 import uuid
 
 UTC = dt.timezone.utc
+SIZES = (10, 1_000, 10_000)  # the history lengths of W2-W4 and A2-A4
 
 AGENTS = ("planner", "researcher", "coder", "critic", "executor")
 USERS = ("alice", "bob", "chen", "dana", "émile", "fatima")

@@ -1,18 +1,21 @@
 """`make bench`: sessionstate against hand-written SQL on the bare driver, in one run.
 
     python -m bench.run [--backend sqlite|postgresql|mysql] [--repeats N] [--quick]
-                        [--only W2,W3] [--scale F] [--no-chart]
+                        [--only W2,W3,A2] [--scale F] [--no-chart]
 
 Each workload runs `repeats` times; every repeat times a block of sessionstate calls and a
 block of baseline calls on the same schema and the same data (the order alternates between
-repeats). Printed per workload: ops/s, p50 and p95 latency of both sides, and the time ratio
-sessionstate/baseline (mean time per operation) as the median of the repeats with their
-min-max spread. Results go to bench/results/ as JSON (and a PNG chart when matplotlib is there).
+repeats). W1-W7 are the sync API against the sync driver; A1-A4 and A7 (bench/aio_workloads.py)
+are sessionstate.aio against the bare async driver. Printed per workload: ops/s, p50 and p95
+latency of both sides, and the time ratio sessionstate/baseline (mean time per operation) as
+the median of the repeats with their min-max spread; then the async rows beside the sync ones.
+Results go to bench/results/ as JSON (and a PNG chart when matplotlib is there).
 """
 
 import argparse
+import asyncio
 import datetime as dt
-import gc
+import importlib
 import json
 import multiprocessing
 import os
@@ -27,12 +30,13 @@ from pathlib import Path
 
 import sessionstate as ss
 
-from . import data, race
+from . import aio_workloads, data, race
 from .baseline import open_baseline
+from .timing import block_stats, race_stats, sides_in_order, timed_block
 
 UTC = dt.timezone.utc
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-SIZES = (10, 1_000, 10_000)
+SIZES = data.SIZES
 ADMIN_URLS = {
     "postgresql": os.environ.get("SESSIONSTATE_BENCH_POSTGRESQL",
                                  "postgresql://postgres@127.0.0.1:5432/test"),
@@ -63,10 +67,17 @@ SQLITE_TARGETS = {
     "W6": 1.2,
     "W7": 2.0,  # commits/s at least half the baseline's
 }
+# sessionstate.aio against the bare async driver, on SQLite and PostgreSQL alike: 1.5 where a
+# call handles a few messages (A1's 2, 10), 1.1 at 1,000 and 10,000. A7 (the race) has its
+# ratio reported, and no update may be lost.
+ASYNC_TARGETS = {"A1": 1.5}
+for _workload in ("A2", "A3", "A4"):
+    ASYNC_TARGETS.update({"%s n=10" % _workload: 1.5, "%s n=1000" % _workload: 1.1,
+                          "%s n=10000" % _workload: 1.1})
 FAMILY_TARGETS = {
-    "sqlite": SQLITE_TARGETS,
-    "postgresql": {name: SQLITE_TARGETS[name] for name in SQLITE_TARGETS
-                   if name.split()[0] in ("W1", "W4", "W6", "W7")},
+    "sqlite": dict(SQLITE_TARGETS, **ASYNC_TARGETS),
+    "postgresql": dict({name: SQLITE_TARGETS[name] for name in SQLITE_TARGETS
+                        if name.split()[0] in ("W1", "W4", "W6", "W7")}, **ASYNC_TARGETS),
 }
 TARGET_FAMILIES = tuple(FAMILY_TARGETS)
 W5_TARGET_MS = 1.0  # sessionstate's mean time per call; SQLite only
@@ -79,7 +90,9 @@ DESCRIPTIONS = {
     "W5": "list the 50 newest active sessions among %d" % W5_SESSIONS,
     "W6": "purge %d expired sessions among %d (cascade)" % (W6_DOOMED, W6_TOTAL),
     "W7": "%d processes racing version-bump saves on one row" % W7_PROCESSES,
+    **aio_workloads.DESCRIPTIONS,
 }
+RACES = ("W7", "A7")  # their rows also report conflicts and lost updates
 
 
 def log(*parts):
@@ -141,42 +154,6 @@ class Databases:
 
 # -- timing ----------------------------------------------------------------------------------
 
-def timed_block(operation, count, warmup=2, prepare=None):
-    """Latencies (seconds) of `count` calls operation(i), after `warmup` untimed calls.
-
-    prepare(i), when given, runs untimed before each timed call.
-    """
-    for i in range(warmup):
-        operation(-1 - i)
-    gc.collect()
-    latencies = []
-    clock = time.perf_counter
-    for i in range(count):
-        if prepare is not None:
-            prepare(i)
-        t0 = clock()
-        operation(i)
-        latencies.append(clock() - t0)
-    return latencies
-
-
-def percentile(values, fraction):
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def block_stats(latencies):
-    total = sum(latencies)
-    return {"ops": len(latencies), "seconds": total,
-            "ops_per_s": len(latencies) / total if total else float("nan"),
-            "mean_ms": 1000 * total / len(latencies),
-            "p50_ms": 1000 * percentile(latencies, 0.50),
-            "p95_ms": 1000 * percentile(latencies, 0.95)}
-
-
 class Recorder:
     def __init__(self, family):
         self.family = family
@@ -216,7 +193,7 @@ class Recorder:
         target = FAMILY_TARGETS.get(self.family, {}).get(name)
         verdict = "" if target is None else "target <= %.1f: %s" % (
             target, met(summary["ratio"] <= target))
-        if name == "W7":
+        if name in RACES:
             verdict = "; ".join(filter(None, (lost_updates(summary), verdict)))
         return verdict
 
@@ -229,14 +206,19 @@ class Recorder:
     def print_row(self, name):
         s = self.summary(name)
         a, b = s["sessionstate"], s["baseline"]
-        log("  %-11s ss %9.1f ops/s p50 %8.3f p95 %8.3f ms | base %9.1f ops/s p50 %8.3f "
+        log("  %-11s %-3s %9.1f ops/s p50 %8.3f p95 %8.3f ms | base %9.1f ops/s p50 %8.3f "
             "p95 %8.3f ms | ratio %.2f (%.2f-%.2f) %s"
-            % (name, a["ops_per_s"], a["p50_ms"], a["p95_ms"], b["ops_per_s"], b["p50_ms"],
-               b["p95_ms"], s["ratio"], s["ratio_min"], s["ratio_max"], self.verdict(name, s)))
+            % (name, "aio" if is_async(name) else "ss", a["ops_per_s"], a["p50_ms"],
+               a["p95_ms"], b["ops_per_s"], b["p50_ms"], b["p95_ms"], s["ratio"],
+               s["ratio_min"], s["ratio_max"], self.verdict(name, s)))
 
 
 def met(ok):
     return "met" if ok else "NOT met"
+
+
+def is_async(name):
+    return name.startswith("A")
 
 
 def lost_updates(summary):
@@ -261,10 +243,6 @@ def use(url):
     ss.connect(url)
     ss.list_sessions(limit=1)  # warm: the connection and the schema check
     return url
-
-
-def sides_in_order(repeat):
-    return ("sessionstate", "baseline") if repeat % 2 == 0 else ("baseline", "sessionstate")
 
 
 def run_pair(recorder, name, repeats, ops, make_ops, prepare=None, warmup=2):
@@ -467,23 +445,12 @@ def w7(recorder, family, dbs, base, repeats, scale):
             if errors:
                 raise RuntimeError("W7 worker failed: %s" % errors[0])
             after = base.get_state(session_id)
-            commits = sum(report["commits"] for report in reports)
             counted = after["context_variables"]["counter"] - before["context_variables"]["counter"]
-            versions = after["version"] - before["version"]
-            latencies = [x for report in reports for x in report["latencies"]]
-            elapsed = max(report["elapsed"] for report in reports)
-            stats = block_stats(latencies)
-            # Throughput of the whole race, not of one worker: time per commit = elapsed/commits.
-            stats["ops_per_s"] = commits / elapsed
-            stats["mean_ms"] = 1000 * elapsed / commits
-            stats["conflicts"] = sum(report["conflicts"] for report in reports)
-            stats["busy"] = sum(report["busy"] for report in reports)
-            stats["lost_updates"] = commits - counted
-            stats["version_drift"] = versions - commits
+            stats = race_stats(reports, counted, after["version"] - before["version"])
             recorder.add("W7", side, stats)
             if stats["lost_updates"] or stats["version_drift"]:
                 log("  W7 %s: LOST UPDATES: %d commits reported, counter moved %d, version %d"
-                    % (side, commits, counted, versions))
+                    % (side, stats["commits"], counted, stats["commits"] + stats["version_drift"]))
     recorder.print_row("W7")
     summary = recorder.summary("W7")
     for side in ("sessionstate", "baseline"):
@@ -492,7 +459,17 @@ def w7(recorder, family, dbs, base, repeats, scale):
                summary[side]["lost_updates"]))
 
 
+def in_event_loop(coroutine_function):
+    """An A-workload as the sync workloads are called: one event loop for the whole workload
+    (its repeats and sizes), on the core database."""
+    def workload(recorder, family, dbs, base, repeats, scale):
+        asyncio.run(coroutine_function(recorder, family, dbs.urls["core"], repeats, scale))
+    return workload
+
+
 WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6, "W7": w7}
+WORKLOADS.update({name: in_event_loop(function)
+                  for name, function in aio_workloads.WORKLOADS.items()})
 
 
 # -- output ----------------------------------------------------------------------------------
@@ -521,7 +498,82 @@ def environment(family):
         import pymysql
 
         info["pymysql"] = pymysql.__version__
+    async_driver = {"sqlite": "aiosqlite", "postgresql": "asyncpg", "mysql": "aiomysql"}[family]
+    for module in ("greenlet", async_driver):
+        info[module] = _version_of(module)
     return info
+
+
+def _version_of(module):
+    try:
+        imported = importlib.import_module(module)
+    except ImportError:
+        return None
+    version = getattr(imported, "__version__", None)
+    if version is None:
+        from importlib import metadata
+
+        try:
+            version = metadata.version(module)
+        except metadata.PackageNotFoundError:
+            version = "?"
+    return version
+
+
+# -- the async rows beside the sync ones ------------------------------------------------------
+
+def sync_name(name):
+    """The sync row an async row repeats: A2 n=10 -> W2 n=10."""
+    return "W" + name[1:]
+
+
+def sync_vs_async(summaries, previous):
+    """Per async row: aio and its async baseline, the sync API and its baseline (from this
+    run, else from the newest of `previous`, the earlier results of the backend, that has
+    the row), in ms per operation."""
+    table = []
+    for name, row in summaries.items():
+        if not is_async(name):
+            continue
+        entry = {"workload": name, "aio_ms": row["sessionstate"]["mean_ms"],
+                 "async_baseline_ms": row["baseline"]["mean_ms"], "async_ratio": row["ratio"]}
+        sync, source = summaries.get(sync_name(name)), "this run"
+        for document in previous if sync is None else ():
+            sync = document.get("workloads", {}).get(sync_name(name))
+            if sync is not None:
+                source = document["date"][:16].replace("T", " ") + " UTC"
+                break
+        if sync is not None:
+            entry.update(sync_ms=sync["sessionstate"]["mean_ms"],
+                         sync_baseline_ms=sync["baseline"]["mean_ms"], sync_ratio=sync["ratio"],
+                         aio_over_sync=entry["aio_ms"] / sync["sessionstate"]["mean_ms"],
+                         sync_source=source)
+        table.append(entry)
+    return table
+
+
+def print_sync_vs_async(table):
+    if not table:
+        return
+    log("")
+    log("Sync vs async: mean ms per operation (A7/W7: per commit); ratio = sessionstate/baseline")
+    log("  %-11s %9s %10s %6s | %-11s %9s %9s %6s | %8s" % (
+        "async", "aio", "async base", "ratio", "sync", "ss", "base", "ratio", "aio/sync"))
+    sources = set()
+    for entry in table:
+        head = "  %-11s %9.3f %10.3f %6.2f | " % (entry["workload"], entry["aio_ms"],
+                                                 entry["async_baseline_ms"], entry["async_ratio"])
+        if "sync_ms" not in entry:
+            log(head + "%-11s (not run)" % sync_name(entry["workload"]))
+            continue
+        mark = "" if entry["sync_source"] == "this run" else "*"
+        if mark:
+            sources.add(entry["sync_source"])
+        log(head + "%-11s %9.3f %9.3f %6.2f | %8.2f" % (
+            sync_name(entry["workload"]) + mark, entry["sync_ms"], entry["sync_baseline_ms"],
+            entry["sync_ratio"], entry["aio_over_sync"]))
+    for source in sorted(sources):
+        log("  * sync figures from the results of %s (not run this time)" % source)
 
 
 def chart(summaries, family, path):
@@ -533,18 +585,24 @@ def chart(summaries, family, path):
     except ImportError:
         log("(matplotlib is not installed: no chart)")
         return None
-    shown = [w for w in ("W2", "W3", "W4") if any(n.startswith(w + " ") for n in summaries)]
+    shown = [w for w in ("W2", "W3", "W4")
+             if any(n.startswith((w + " ", "A" + w[1:] + " ")) for n in summaries)]
     fig, axes = plt.subplots(1, len(shown), figsize=(4.4 * len(shown) + 0.2, 4.2),
                              squeeze=False)
+    lines = (("W", "sessionstate", "o-", "sessionstate"), ("W", "baseline", "s--", "baseline"),
+             ("A", "sessionstate", "^-", "sessionstate.aio"),
+             ("A", "baseline", "v--", "async baseline"))
     for axis, workload in zip(axes[0], shown):
-        for side, style in (("sessionstate", "o-"), ("baseline", "s--")):
-            points = [(size, summaries["%s n=%d" % (workload, size)][side]["p50_ms"])
-                      for size in SIZES if "%s n=%d" % (workload, size) in summaries]
+        for prefix, side, style, label in lines:
+            row = prefix + workload[1:]
+            points = [(size, summaries["%s n=%d" % (row, size)][side]["p50_ms"])
+                      for size in SIZES if "%s n=%d" % (row, size) in summaries]
             if points:
-                axis.plot([p[0] for p in points], [p[1] for p in points], style, label=side)
+                axis.plot([p[0] for p in points], [p[1] for p in points], style, label=label)
         axis.set_xscale("log")
         axis.set_yscale("log")
-        axis.set_title("%s: %s" % (workload, DESCRIPTIONS[workload]), fontsize=9)
+        axis.set_title("%s / A%s: %s" % (workload, workload[1:], DESCRIPTIONS[workload]),
+                       fontsize=9)
         axis.set_xlabel("messages in the history")
         axis.set_ylabel("p50 latency (ms)")
         axis.grid(True, which="both", alpha=0.3)
@@ -557,6 +615,20 @@ def chart(summaries, family, path):
     return path
 
 
+def previous_results(family):
+    """The earlier results of `family`, newest first (for the sync figures of a run without
+    them); runs scaled down (--quick, --scale) are left out."""
+    documents = []
+    for path in sorted(RESULTS_DIR.glob("%s-*.json" % family), reverse=True):
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if document.get("scale", 1.0) >= 1.0:
+            documents.append(document)
+    return documents
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--backend", default="", help="sqlite (default), postgresql or mysql")
@@ -564,7 +636,7 @@ def main(argv=None):
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply the operations per block (0.2 for a smoke run)")
     parser.add_argument("--quick", action="store_true", help="same as --scale 0.2")
-    parser.add_argument("--only", default="", help="comma-separated workloads, e.g. W2,W3")
+    parser.add_argument("--only", default="", help="comma-separated workloads, e.g. W2,W3,A2")
     parser.add_argument("--no-chart", action="store_true")
     args = parser.parse_args(argv)
     family = args.backend.strip() or "sqlite"
@@ -572,6 +644,10 @@ def main(argv=None):
         parser.error("unknown backend %r" % family)
     scale = 0.2 if args.quick else args.scale
     chosen = [w.strip().upper() for w in args.only.split(",") if w.strip()] or list(WORKLOADS)
+    unknown = [name for name in chosen if name not in WORKLOADS]
+    if unknown:
+        parser.error("unknown workload(s) %s; choose among %s"
+                     % (", ".join(unknown), ", ".join(WORKLOADS)))
 
     info = environment(family)
     started = dt.datetime.now(UTC)
@@ -599,6 +675,8 @@ def main(argv=None):
         % (family, args.repeats))
     for name in recorder.rows:
         recorder.print_row(name)
+    table = sync_vs_async(summaries, previous_results(family))
+    print_sync_vs_async(table)
     if family in TARGET_FAMILIES:
         missed = recorder.targets_missed()
         log("targets: %s" % ("all met" if not missed else "NOT met: " + ", ".join(missed)))
@@ -606,13 +684,14 @@ def main(argv=None):
     stamp = started.strftime("%Y%m%d-%H%M%S")
     document = {"date": started.isoformat(), "environment": info, "repeats": args.repeats,
                 "scale": scale, "workloads": summaries,
-                "targets": targets_of(family),
+                "targets": targets_of(family), "sync_vs_async": table,
                 "raw": recorder.rows}
     path = RESULTS_DIR / ("%s-%s.json" % (family, stamp))
     path.write_text(json.dumps(document, indent=1, default=str))
     (RESULTS_DIR / ("latest-%s.json" % family)).write_text(path.read_text())
     log("results: %s" % path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
-    if not args.no_chart and any(name.startswith(("W2", "W3", "W4")) for name in summaries):
+    if not args.no_chart and any(name.startswith(("W2", "W3", "W4", "A2", "A3", "A4"))
+                                 for name in summaries):
         png = chart(summaries, family, RESULTS_DIR / ("latency-vs-history-%s.png" % family))
         if png:
             log("chart: %s" % png)
