@@ -426,8 +426,15 @@ def missing_or_stale(state_id, expected_version, target_status=None):
     return InvalidTransition(status, target_status)
 
 
+def state_columns(database):
+    """Every column of session_states, in _meta.sorted_fields order, as load_state reads them."""
+    dialect = dialects.of(database)
+    return [dialect.json_column(field) if isinstance(field, JSONField) else field
+            for field in SessionState._meta.sorted_fields]
+
+
 def load_state(row):
-    """A stored SessionState from a row of every column, in _meta.sorted_fields order."""
+    """A stored SessionState from a row of state_columns()."""
     return SessionState(__no_default__=1, **{
         field.name: field.python_value(value) if value is not None else None
         for field, value in zip(SessionState._meta.sorted_fields, row)})

@@ -11,7 +11,7 @@ from .errors import SessionNotFound, StaleStateError
 from .db import get_database
 from .migrate import ensure_migrated, ready_database
 from .models import (SessionState, bump, check_changes, latest_state_query, load_state,
-                     missing_or_stale, utcnow)
+                     missing_or_stale, state_columns, utcnow)
 from .statements import Statement, compiled, param
 from .validation import check_id, check_json, check_positive_int, check_version, refuse
 
@@ -43,7 +43,7 @@ def get_state(session_id):
     check_id("session_id", session_id)
     database = ready_database()
     statement = compiled(database, "get_state", lambda: latest_state_query(
-        param("session_id"), *SessionState._meta.sorted_fields))
+        param("session_id"), *state_columns(database)))
     rows = execution.read(database, lambda: statement.rows({"session_id": session_id}))
     if not rows:
         raise SessionNotFound("no session with id %r" % (session_id,))
@@ -196,7 +196,7 @@ def modify_state(state_id, fn, *, attempts=MODIFY_ATTEMPTS):
     database = ready_database()
     max_depth = dialects.of(database).json_max_depth
     statement = compiled(database, "state_by_id", lambda: SessionState.select(
-        *SessionState._meta.sorted_fields).where(SessionState.id == param("state_id")))
+        *state_columns(database)).where(SessionState.id == param("state_id")))
     for attempt in range(attempts):
         rows = execution.read(database, lambda: statement.rows({"state_id": state_id}))
         if not rows:
