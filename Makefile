@@ -28,7 +28,7 @@ PEEWEE_LOWEST := $(shell sed -n 's/^ *peewee>=\([0-9.]*\),.*/\1/p' setup.cfg)
 test-peewee-lowest:  ## the SQLite tests against the lowest peewee setup.cfg admits
 	sed 's/^peewee==.*/peewee==$(PEEWEE_LOWEST)/' constraints.txt > .constraints-peewee-lowest.txt
 	test -x .venv-peewee-lowest/bin/python || $(PYTHON) -m venv .venv-peewee-lowest
-	.venv-peewee-lowest/bin/python -m pip install --quiet --disable-pip-version-check -c .constraints-peewee-lowest.txt -e '.[test,postgres,mysql,async]'
+	.venv-peewee-lowest/bin/python -m pip install --quiet --disable-pip-version-check -c .constraints-peewee-lowest.txt -e '.[test,postgres,mysql,async,openai-agents]'
 	.venv-peewee-lowest/bin/python -c "import peewee; assert peewee.__version__ == '$(PEEWEE_LOWEST)', peewee.__version__; print('peewee', peewee.__version__)"
 	SESSIONSTATE_TEST_BACKENDS=sqlite .venv-peewee-lowest/bin/python -m pytest -q -m "not slow"
 
