@@ -66,6 +66,7 @@ class ServerDatabase:
     def create(self):
         admin = self._admin()
         with admin.connection_context():
+            self.settings = self._global_settings(admin)
             admin.execute_sql("CREATE DATABASE %s" % self.name)
             if self.family == "postgresql":
                 admin.execute_sql("ALTER DATABASE %s SET timezone TO '%s'"
@@ -81,9 +82,17 @@ class ServerDatabase:
                 database.execute_sql("DROP TABLE IF EXISTS %s" % table)
         database.close()
 
+    def _global_settings(self, admin):
+        """The server-wide settings a run must leave as it found them (MariaDB's zone)."""
+        if self.family != "mysql":
+            return None
+        return admin.execute_sql("SELECT @@global.time_zone").fetchone()[0]
+
     def drop(self):
         admin = self._admin()
         with admin.connection_context():
+            assert self._global_settings(admin) == self.settings, (
+                "the run changed the server's global settings")
             if self.family == "postgresql":
                 admin.execute_sql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % self.name)
             else:
