@@ -84,6 +84,11 @@ async def close():
         await _close_quietly(database)
 
 
+async def _database():
+    """The async database connect() opened, connecting to the default URL on first use."""
+    return _current if _current is not None else await connect()
+
+
 async def _close_quietly(database):
     try:
         await database.close_pool()
@@ -94,7 +99,7 @@ async def _close_quietly(database):
 async def _run(operation, *args, **kwargs):
     """Run a sync operation on the async database, in the greenlet bridge; then release the
     task's connection (unless the caller holds a transaction open)."""
-    database = _current if _current is not None else await connect()
+    database = await _database()
     try:
         return await database.run(call_with, database, operation, *args, **kwargs)
     finally:
@@ -120,8 +125,7 @@ async def modify_state(state_id, fn, *, attempts=state.MODIFY_ATTEMPTS):
     pool than the conflicts themselves). Many slow fns at once need a larger pool:
     ``connect(url, pool_size=N)``.
     """
-    if _current is None:
-        await connect()
+    await _database()
     bridge = importlib.import_module("playhouse.pwasyncio")
 
     def call(current):
@@ -154,7 +158,7 @@ async def _on_sync_database(operation, database, **kwargs):
     which asyncpg refuses; migrations are rare, so they take the sync driver rather than a
     patched copy of peewee-migrate. The loop is never blocked meanwhile.
     """
-    database = database or _current or await connect()
+    database = database or await _database()
     url = _URLS[database]
 
     def run():

@@ -64,7 +64,7 @@ def migrate(database=None):
     fresh database at once leave one schema and each returns only what it applied itself.
     """
     database = database or get_database()
-    _AT_HEAD.discard(database)
+    forget_check(database)
     return _locked(database, lambda: _router(database).run())
 
 
@@ -72,7 +72,7 @@ def rollback(database=None, steps=1):
     """Undo the last `steps` applied migrations; returns their names, newest first."""
     check_positive_int("steps", steps)
     database = database or get_database()
-    _AT_HEAD.discard(database)
+    forget_check(database)
 
     def undo():
         undone = []

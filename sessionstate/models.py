@@ -342,15 +342,12 @@ def _iso(value):
     return value.isoformat() if value is not None else None
 
 
-MODELS = (Session, SessionState)
-
 # What a version-bump update may change: the state's data and progress, status and expiry.
 UPDATABLE_FIELDS = ("conversation_history", "context_variables", "plan_data",
                     "current_phase", "current_step", "status", "expires_at")
 # save() of a stored state always writes these (an edit made in place, such as
 # state.context_variables["k"] = v, changes no attribute it could notice)...
-DATA_FIELDS = ("conversation_history", "context_variables", "plan_data", "current_phase",
-               "current_step", "expires_at")
+DATA_FIELDS = tuple(name for name in UPDATABLE_FIELDS if name != "status")
 # ...and refuses a change to these; status is written when it changed, by the transition rule.
 FIXED_FIELDS = ("id", "session_id", "mode", "created_at", "status")
 

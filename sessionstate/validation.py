@@ -25,7 +25,6 @@ TRANSITIONS = {
     "completed": set(),
     "expired": set(),
 }
-JSON_FIELDS = ("conversation_history", "context_variables", "plan_data")
 SHORT_TEXT_LIMIT = 50  # mode and current_phase are String(50) in the specification
 INT64 = 2**63
 
