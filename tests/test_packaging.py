@@ -120,3 +120,13 @@ def test_installed_package_uses_the_environment_variable(installed, tmp_path):
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"sessions", "session_states"} <= tables
     assert list(work.iterdir()) == []
+
+
+def test_the_ci_script_parses_and_runs_the_readme_test_command():
+    script = REPO / ".ci" / "run"
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    commands = [line.strip() for line in script.read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    assert "set -euo pipefail" in commands
+    assert "make test" in commands
