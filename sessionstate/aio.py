@@ -37,14 +37,17 @@ _current = None  # the async database connect() opened
 _URLS = weakref.WeakKeyDictionary()  # async database -> its URL (for migrations)
 
 
-def _pwasyncio(dialect):
-    """peewee's asyncio layer, or ConfigurationError naming the extra that installs it."""
+def _async_databases(dialect):
+    """sessionstate.aiodrivers (pwasyncio's databases), or ConfigurationError naming the
+    extra that installs what they need."""
     missing = [name for name in ("greenlet", dialect.async_driver)
                if importlib.util.find_spec(name) is None]
     if missing:
         raise ConfigurationError("the async API on %s needs %s; install it with: pip install "
                                  "'%s'" % (dialect.name, " and ".join(missing), EXTRA))
-    return importlib.import_module("playhouse.pwasyncio")
+    # Imported here, not at the top: it imports playhouse.pwasyncio, which needs greenlet.
+    from . import aiodrivers
+    return aiodrivers
 
 
 async def connect(url=None, *, pool_size=10):
@@ -57,7 +60,7 @@ async def connect(url=None, *, pool_size=10):
     global _current
     url = connecting.resolve_url(url)
     dialect = connecting.dialect_of_url(url, driver=False)
-    module = _pwasyncio(dialect)
+    module = _async_databases(dialect)
     params = dialects.ASYNC_DIALECTS[dialect.name].async_params(db_url.parse(url))
     params["pool_size"] = pool_size
     database = getattr(module, dialect.async_class)(**params)

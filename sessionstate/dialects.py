@@ -45,7 +45,7 @@ class Dialect:
     disconnect_markers = ()  # the connection is gone
     missing_table_markers = ()  # the schema is not there: not migrated
     tail_sql = None
-    async_class = None  # the playhouse.pwasyncio database class of this backend
+    async_class = None  # its async database class, in sessionstate.aiodrivers
     async_driver = None  # the module it needs (installed by the "async" extra)
 
     def matches(self, scheme):

@@ -1,0 +1,173 @@
+"""The async databases aio opens: playhouse.pwasyncio's, each statement one call to its driver.
+
+pwasyncio supplies the pool, the connection of each task, the greenlet bridge and the
+transactions; these subclasses change only how a statement reaches the driver. pwasyncio
+hands a SQLite statement to aiosqlite's thread three times (execute, fetchall, close), and
+prepares each PostgreSQL statement anew, outside asyncpg's statement cache (a Parse round
+trip every time). Here a SQLite statement is one hop and a PostgreSQL one a cached
+``fetch``/``execute``; and on both a released connection is kept at hand for the next call
+(_IdleConnections). MariaDB/MySQL keeps pwasyncio's class (aiomysql makes one round trip).
+The override point is peewee's public ``execute_sql``/``cursor()`` pair (pwasyncio's
+``aexecute_sql``), so transactions' BEGIN and COMMIT take the same path.
+"""
+
+import re
+
+import peewee as pw
+from playhouse import pwasyncio
+
+# peewee's translation of driver exceptions (sqlite3.IntegrityError -> peewee.IntegrityError,
+# asyncpg's UniqueViolationError -> peewee.IntegrityError, ...), built from its public parts
+# as peewee builds its own.
+TRANSLATE_ERRORS = pw.ExceptionWrapper(pw.EXCEPTIONS)
+
+
+class _Cursor:
+    """What cursor() gives peewee (BEGIN, COMMIT, ROLLBACK): execute() runs one statement."""
+
+    def __init__(self, database):
+        self.database = database
+
+    def execute(self, sql, params=None):
+        return pwasyncio.await_(self.database.aexecute_sql(sql, params))
+
+
+class _IdleConnections:
+    """A released connection is kept at hand for the next acquire, while no task waits.
+
+    pwasyncio's acquire makes two asyncio.wait_for Tasks (around its pool's creation and its
+    pool's acquire) and asyncpg's release an asyncio.shield Task: six to nine event-loop
+    iterations per checkout, more than a short statement costs. aio releases its connection
+    after every call, so that is paid per call. Here the last released connections wait in
+    a stack and the next acquire takes one without yielding. A connection goes back to
+    the driver's pool instead when a task is waiting for one (so it is served in turn), when
+    it is in a transaction (the pool rolls it back) or dead, and when the pool closes.
+    These override pwasyncio's own hooks (_acquire_conn_async, _release_conn), which have no
+    public counterpart; test_aiodrivers fails loudly if they change.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.idle_connections = []
+        self.acquirers_waiting = 0
+        self.keep_idle = True
+
+    async def _acquire_conn_async(self):
+        while self.idle_connections:
+            connection = self.idle_connections.pop()
+            if not connection.stale():
+                return connection
+            await super()._release_conn(connection)
+        self.acquirers_waiting += 1
+        try:
+            return await super()._acquire_conn_async()
+        finally:
+            self.acquirers_waiting -= 1
+
+    async def _release_conn(self, connection):
+        if (self.keep_idle and not self.acquirers_waiting and not connection.stale()
+                and not self.in_transaction_on(connection.conn)):
+            self.idle_connections.append(connection)
+            return
+        await super()._release_conn(connection)
+
+    async def close_pool(self):
+        self.keep_idle = False
+        try:
+            while self.idle_connections:
+                await super()._release_conn(self.idle_connections.pop())
+            await super().close_pool()
+        finally:
+            self.keep_idle = True
+
+
+class _OneCallPerStatement:
+    """aexecute_sql through `statement` (one driver call) on the task's connection."""
+
+    async def aexecute_sql(self, sql, params=None):
+        connection = await self.aconnect()
+        with TRANSLATE_ERRORS:
+            return await self.statement(connection.conn, sql, params or ())
+
+    def cursor(self, named_cursor=None):
+        return _Cursor(self)
+
+
+class AsyncSqliteDatabase(_IdleConnections, _OneCallPerStatement,
+                          pwasyncio.AsyncSqliteDatabase):
+    """pwasyncio's SQLite database; a statement is one hop to aiosqlite's thread."""
+
+    @staticmethod
+    def in_transaction_on(connection):
+        return connection.in_transaction
+
+    @staticmethod
+    async def statement(connection, sql, params):
+        # aiosqlite's public calls are a hop each (execute, fetchall, close: three per
+        # statement). Its Connection._execute(fn) runs fn on its thread in one hop; pwasyncio
+        # itself calls it (for create_aggregate and collations). test_aiodrivers fails
+        # loudly if aiosqlite drops it.
+        return await connection._execute(_sqlite_statement, connection._conn, sql, params)
+
+
+def _sqlite_statement(connection, sql, params):
+    """Run on aiosqlite's thread: execute, read every row, close."""
+    cursor = connection.execute(sql, params)
+    try:
+        rows = cursor.fetchall()
+        return pwasyncio.CursorAdapter(rows, lastrowid=cursor.lastrowid,
+                                       rowcount=cursor.rowcount,
+                                       description=cursor.description)
+    finally:
+        cursor.close()
+
+
+class AsyncPostgresqlDatabase(_IdleConnections, _OneCallPerStatement,
+                              pwasyncio.AsyncPostgresqlDatabase):
+    """pwasyncio's PostgreSQL database; statements go through asyncpg's statement cache."""
+
+    @staticmethod
+    def in_transaction_on(connection):
+        return connection.is_in_transaction()
+
+    @staticmethod
+    async def statement(connection, sql, params):
+        sql, returns_rows = _asyncpg_form(sql, bool(params))
+        if returns_rows:
+            records = await connection.fetch(sql, *params)
+            description = [(key,) for key in records[0].keys()] if records else []
+            return pwasyncio.CursorAdapter(records, rowcount=len(records),
+                                           description=description)
+        status = await connection.execute(sql, *params)  # e.g. "UPDATE 1", "INSERT 0 1"
+        count = status.rsplit(" ", 1)[-1]
+        return pwasyncio.CursorAdapter([], rowcount=int(count) if count.isdigit() else 0)
+
+
+_ASYNCPG_FORMS = {}  # (SQL text, has params) -> (asyncpg's SQL text, whether it returns rows)
+_PLACEHOLDER = re.compile("%%|%s")
+_ROW_STATEMENTS = ("SELECT", "VALUES", "SHOW", "TABLE", "EXPLAIN")
+
+
+def _asyncpg_form(sql, has_params):
+    """peewee's SQL as asyncpg takes it ($1, $2 for %s when there are parameters, as pwasyncio
+    translates them), and whether it returns rows (fetch) or a status (execute)."""
+    form = _ASYNCPG_FORMS.get((sql, has_params))
+    if form is None:
+        counter = iter(range(1, 1 << 30))
+        text = _PLACEHOLDER.sub(
+            lambda match: "%" if match.group(0) == "%%" else "$%d" % next(counter),
+            sql) if has_params else sql
+        words = sql.lstrip().upper()
+        returns_rows = words.startswith(_ROW_STATEMENTS) or " RETURNING " in words or (
+            words.startswith("WITH") and not re.search(r"\b(INSERT|UPDATE|DELETE)\b", words))
+        form = (text, returns_rows)
+        if len(_ASYNCPG_FORMS) > 1000:  # statements with varying text (IN lists): no hoard
+            _ASYNCPG_FORMS.clear()
+        _ASYNCPG_FORMS[(sql, has_params)] = form
+    return form
+
+
+# MariaDB/MySQL keeps pwasyncio's class whole: aiomysql notices a connection the server
+# ended only when it next reads from it (its pool looks at its private stream before handing
+# one out), so an idle connection kept here could take a write to a dead socket.
+AsyncMySQLDatabase = pwasyncio.AsyncMySQLDatabase
