@@ -6,7 +6,7 @@ hands a SQLite statement to aiosqlite's thread three times (execute, fetchall, c
 prepares each PostgreSQL statement anew, outside asyncpg's statement cache (a Parse round
 trip every time). Here a SQLite statement is one hop and a PostgreSQL one a cached
 ``fetch``/``execute``; and on both a released connection is kept at hand for the next call
-(_IdleConnections). MariaDB/MySQL keeps pwasyncio's class (aiomysql makes one round trip).
+(_IdleConnections). On MariaDB/MySQL a statement without parameters is sent unformatted.
 The override point is peewee's public ``execute_sql``/``cursor()`` pair (pwasyncio's
 ``aexecute_sql``), so transactions' BEGIN and COMMIT take the same path.
 """
@@ -130,6 +130,15 @@ class AsyncPostgresqlDatabase(_IdleConnections, _OneCallPerStatement,
     def in_transaction_on(connection):
         return connection.is_in_transaction()
 
+    async def register_adapters(self, conn):
+        """JSON in and out as text: sessionstate encodes it (orjson, floats kept exact) and
+        decodes it (a large history in pieces, the loop running between them), where
+        pwasyncio's codec would decode it whole with json.loads inside asyncpg."""
+        await super().register_adapters(conn)
+        for name in ("json", "jsonb"):
+            await conn.set_type_codec(name, encoder=str, decoder=str, schema="pg_catalog",
+                                      format="text")
+
     @staticmethod
     async def statement(connection, sql, params):
         sql, returns_rows = _asyncpg_form(sql, bool(params))
@@ -167,7 +176,25 @@ def _asyncpg_form(sql, has_params):
     return form
 
 
-# MariaDB/MySQL keeps pwasyncio's class whole: aiomysql notices a connection the server
-# ended only when it next reads from it (its pool looks at its private stream before handing
-# one out), so an idle connection kept here could take a write to a dead socket.
-AsyncMySQLDatabase = pwasyncio.AsyncMySQLDatabase
+class AsyncMySQLDatabase(_OneCallPerStatement, pwasyncio.AsyncMySQLDatabase):
+    """pwasyncio's MariaDB/MySQL database; a statement without parameters is sent unformatted.
+
+    pwasyncio passes () for no parameters, and aiomysql then runs `sql % ()` over the whole
+    text: 10-30 ms for the SQL of a 5 MB value (dialects' bind_large puts such values in
+    the SQL). Its connections keep pwasyncio's pool: aiomysql notices a connection the server
+    ended only when it next reads from it, and its pool checks that before handing one out,
+    so an idle connection kept here (_IdleConnections) could take a write to a dead socket.
+    """
+
+    @staticmethod
+    async def statement(connection, sql, params):
+        cursor = await connection.cursor()
+        try:
+            # Without parameters and without %, `sql % ()` would give sql back unchanged.
+            await cursor.execute(sql, params if params or "%" in sql else None)
+            rows = await cursor.fetchall()
+            return pwasyncio.CursorAdapter(rows, lastrowid=cursor.lastrowid,
+                                           rowcount=cursor.rowcount,
+                                           description=cursor.description)
+        finally:
+            await cursor.close()

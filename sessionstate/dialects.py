@@ -8,6 +8,7 @@ mean "try again" or "the connection is gone".
 """
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import importlib.util
@@ -439,6 +440,17 @@ def _await(awaitable):
     return sys.modules["playhouse.pwasyncio"].await_(awaitable)
 
 
+def _let_the_loop_run():
+    _await(asyncio.sleep(0))
+
+
+def _pause_if_large(value, items=2000):
+    """Let the loop run between a large value's validation and its encoding (each can take
+    10-25 ms for 5 MB), rather than hold it for both."""
+    if isinstance(value, (list, dict)) and len(value) > items:
+        _let_the_loop_run()
+
+
 class AsyncMixin:
     """What every async dialect shares: waiting never blocks the event loop."""
 
@@ -446,11 +458,24 @@ class AsyncMixin:
     # before the pool opens a fresh one (the connect timeout still bounds the whole call).
     reconnect_attempts = 11
 
+    LARGE_JSON = 1024 * 1024  # characters: decoded in pieces, the loop running between them
+
     def sleep(self, seconds):
         _await(asyncio.sleep(seconds))
 
     def idle_connection_lost(self, database):
         return False  # the driver's pool checks connections as it hands them out
+
+    def json_param(self, value):
+        _pause_if_large(value)
+        return super().json_param(value)
+
+    def json_value(self, value):
+        # Decoding 5 MB of history holds the thread for 30-50 ms: a large array is decoded
+        # a piece at a time, the event loop running between pieces.
+        if isinstance(value, (str, bytes)) and len(value) > self.LARGE_JSON:
+            return jsoncodec.loads_in_pieces(value, _let_the_loop_run)
+        return jsoncodec.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 class AsyncSqliteDialect(AsyncMixin, SqliteDialect):
@@ -471,6 +496,7 @@ class AsyncPostgresqlDialect(AsyncMixin, PostgresqlDialect):
         return params
 
     def json_param(self, value):
+        _pause_if_large(value)
         return jsoncodec.dumps_for_postgresql(value)
 
     # asyncpg checks its connection's state before it sends anything.
@@ -494,26 +520,26 @@ class AsyncMysqlDialect(AsyncMixin, MysqlDialect):
 
     def json_param(self, value):
         # json.dumps of a 5 MB history holds the loop for about 55 ms, orjson for about 6.
+        _pause_if_large(value)
         return jsoncodec.dumps(value)
 
     def bind_large(self, sql, params):
         # aiomysql escapes every string parameter with PyMySQL's escape_string in the loop's
-        # thread (115-190 ms for 5 MB, with no hook to do it elsewhere). A large string goes
-        # in the SQL instead, as a hex literal: one fast C call, and right whatever the
-        # server's sql_mode says about backslashes.
+        # thread (115-190 ms for 5 MB, with no hook to do it elsewhere), then formats the
+        # whole statement with %. With a large string, every parameter goes in the SQL
+        # instead, as a literal no escaping can get wrong (text as base64, encoded a piece at
+        # a time), and the statement is sent without parameters, so nothing formats it.
         if not any(isinstance(value, str) and len(value) > self.LARGE for value in params):
             return sql, params
         pieces = sql.split("%s")
-        kept, out = [], [pieces[0]]
-        for value, piece in zip(params, pieces[1:]):
-            if isinstance(value, str) and len(value) > self.LARGE:
-                out.append("CONVERT(X'%s' USING utf8mb4)" % value.encode("utf-8").hex())
-            else:
-                out.append("%s")
-                kept.append(value)
-            out.append(piece)
-        _await(asyncio.sleep(0))  # the loop runs between the encoding and the sending
-        return "".join(out), kept
+        literals = [_mysql_literal(value) for value in params]
+        if "%" in "".join(pieces) or None in literals or len(pieces) != len(params) + 1:
+            return sql, params  # not a statement these literals can stand in for
+        out = [pieces[0]]
+        for literal, piece in zip(literals, pieces[1:]):
+            out += [literal, piece]
+        _let_the_loop_run()  # between the encoding and the sending
+        return "".join(out), ()
 
     def async_params(self, params):
         params = dict(params, **self.connect_params())
@@ -524,6 +550,32 @@ class AsyncMysqlDialect(AsyncMixin, MysqlDialect):
     def is_disconnect(self, error):
         return isinstance(error, (ConnectionError, TimeoutError)) or _mentions(
             error, self.disconnect_markers + ASYNC_DISCONNECT_MARKERS)
+
+
+def _mysql_literal(value):
+    """SQL for a parameter of a MariaDB/MySQL statement, or None for a type not handled."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return "CONVERT(FROM_BASE64('%s') USING utf8mb4)" % _base64_in_pieces(value)
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return "'%s'" % value.isoformat(sep=" ", timespec="microseconds")
+    return None
+
+
+def _base64_in_pieces(text, piece=3 * 350_000):
+    """The UTF-8 of `text` in base64, about a megabyte at a time (a few ms each), the loop
+    running between pieces of a large one."""
+    data, out = text.encode("utf-8"), []
+    for start in range(0, len(data), piece):
+        out.append(base64.b64encode(data[start:start + piece]).decode("ascii"))
+        if len(data) > piece:
+            _let_the_loop_run()
+    return "".join(out)
 
 
 async def _keep_connection_state(connection):

@@ -94,3 +94,64 @@ def dumps_for_postgresql(value):
     if "e+" not in text and "E+" not in text:
         return text
     return _STRING_OR_BIG_FLOAT.sub(_positional, text)
+
+
+# Between two objects of an array: where a large history can be cut into pieces.
+_OBJECT_BOUNDARY = {str: re.compile(r"\}[ \t\n\r]*,[ \t\n\r]*(?=\{)"),
+                    bytes: re.compile(rb"\}[ \t\n\r]*,[ \t\n\r]*(?=\{)")}
+_OPENING = {str: re.compile(r"[ \t\n\r]*\["), bytes: re.compile(rb"[ \t\n\r]*\[")}
+_BRACKETS = {str: ("[", "]"), bytes: (b"[", b"]")}
+PIECE = 256 * 1024  # characters decoded between two pauses (about 2 ms)
+MISSES_PER_PIECE = 3  # cuts decoded in vain before the rest is decoded at once
+
+
+def loads_in_pieces(text, pause, piece=PIECE):
+    """loads() of a large JSON array, one piece of its objects at a time, calling pause()
+    between pieces: the same value, without holding the thread for the whole text.
+
+    A piece ends at a "}, {" between two objects of the array. A cut inside a string or a
+    nested array would leave the piece unbalanced, which fails to decode (so a wrong cut
+    never gives a wrong value); the next candidate is tried then.
+    """
+    kind = type(text)
+    opening = _OPENING[kind].match(text)
+    end = len(text.rstrip())
+    left, right = _BRACKETS[kind]
+    if opening is None or text[end - 1:end] != right:
+        return loads(text)
+    items, start, body_end = [], opening.end(), end - 1
+    while body_end - start > piece:
+        decoded = _next_piece(text, start, body_end, piece)
+        if decoded is None:
+            break
+        part, start = decoded
+        items.extend(part)
+        pause()
+    return items + loads(left + text[start:body_end] + right)
+
+
+def _next_piece(text, start, end, piece):
+    """(the objects of the piece from `start`, where the next piece starts), or None.
+
+    Candidates where the brackets counted since `start` do not balance are nested (or, with
+    brackets inside strings, uncertain) and skipped without decoding; a cut decoded in vain
+    costs a piece's decoding, so only a few are tried.
+    """
+    boundary = _OBJECT_BOUNDARY[type(text)]
+    left, right = _BRACKETS[type(text)]
+    marks = [left, right] + ([b"{", b"}"] if isinstance(text, bytes) else ["{", "}"])
+    depth, counted, misses = 0, start, 0
+    for cut in boundary.finditer(text, start + piece, end):
+        stop = cut.start() + 1
+        depth += (text.count(marks[0], counted, stop) - text.count(marks[1], counted, stop)
+                  + text.count(marks[2], counted, stop) - text.count(marks[3], counted, stop))
+        counted = stop
+        if depth:
+            continue
+        try:
+            return loads(left + text[start:stop] + right), cut.end()
+        except ValueError:  # json's and orjson's decode errors both are ValueErrors
+            misses += 1
+            if misses == MISSES_PER_PIECE:
+                return None
+    return None

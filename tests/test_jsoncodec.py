@@ -125,3 +125,34 @@ def test_postgresql_text_writes_big_floats_positionally_and_leaves_strings_alone
     assert "10000000000000000.0" in text and "-250000000000000000000.0" in text
     assert stdlib_json.loads(text) == value
     assert dumps_for_postgresql({"plain": 1.5}) == '{"plain":1.5}'
+
+
+def _tricky_history(messages):
+    """Objects whose strings and nested arrays hold the very "}, {" a piece is cut at."""
+    return [{"role": "tool", "n": n, "content": "a}, {b" * (n % 3), "big": 2**64 + n,
+             "tool_calls": [{"id": "x}, {y", "args": [{"k": n}, {"k": "}, {"}]}, {"z": None}]}
+            for n in range(messages)]
+
+
+@pytest.mark.parametrize("form", ["compact", "spaced", "bytes"])
+def test_loads_in_pieces_is_json_loads_and_pauses_between_pieces(form):
+    history = _tricky_history(3000)
+    text = {"compact": json.dumps(history, separators=(",", ":")),
+            "spaced": " %s\n" % json.dumps(history),
+            "bytes": json.dumps(history).encode()}[form]
+    pauses = []
+    assert jsoncodec.loads_in_pieces(text, lambda: pauses.append(1), piece=20_000) == (
+        json.loads(text))
+    assert len(pauses) >= len(text) // 40_000  # it did cut the text
+
+
+@pytest.mark.parametrize("text", ["[]", " [ ] ", "[1,2,3]", '[{"a":1}]', '{"a":[{"b":1},{}]}',
+                                  "null", '"x"', '[{"a":1},{"b":2}] x', "[{"])
+def test_loads_in_pieces_of_anything_else_is_json_loads(text):
+    try:
+        expected = json.loads(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            jsoncodec.loads_in_pieces(text, lambda: None, piece=1)
+    else:
+        assert jsoncodec.loads_in_pieces(text, lambda: None, piece=1) == expected
