@@ -460,56 +460,6 @@ def _patch_keep_connection():
     aio._run = run_keeping
 
 
-def _patch_fast_acquire():
-    """Acquire without pwasyncio's asyncio.wait_for(self._ensure_pool()) once the pool exists:
-    on Python 3.11 each wait_for is a Task (and here an asyncio.Lock too) on every call. The
-    second wait_for, around the pool's own acquire, is kept: taking an idle connection at once
-    lets the task that just released it barge ahead of waiting tasks (with more tasks than
-    connections, one task then starves the others)."""
-    from peewee import __exception_wrapper__
-    from playhouse import pwasyncio
-
-    original = pwasyncio.AsyncDatabaseMixin._acquire_conn_async
-
-    async def acquire(self):
-        pool = self._pool
-        if pool is None:
-            return await original(self)
-        try:
-            with __exception_wrapper__:
-                conn = await self._pool_acquire(pool)
-        except asyncio.TimeoutError:
-            raise pwasyncio.OperationalError(
-                "Timed out acquiring connection from pool (acquire_timeout=%s)."
-                % self._acquire_timeout) from None
-        conn._pool = pool
-        return conn
-
-    pwasyncio.AsyncDatabaseMixin._acquire_conn_async = acquire
-
-
-def _patch_sqlite_one_hop():
-    """pwasyncio's SQLite statement in one hop to aiosqlite's thread (execute, fetchall and
-    close together) instead of three."""
-    from playhouse import pwasyncio
-
-    async def execute(self, sql, params=None):
-        raw = self.conn._conn
-
-        def run():
-            cursor = raw.execute(sql, params or ())
-            try:
-                return pwasyncio.CursorAdapter(cursor.fetchall(), lastrowid=cursor.lastrowid,
-                                               rowcount=cursor.rowcount,
-                                               description=cursor.description)
-            finally:
-                cursor.close()
-
-        return await self.conn._execute(run)
-
-    pwasyncio.AsyncSqliteConnection._execute = execute
-
-
 def _patch_sqlite_pool_1():
     """One aiosqlite connection in sessionstate.aio's SQLite pool (pool_size=1) instead of 10:
     SQLite has one writer anyway, and connections racing for it sleep in the busy handler."""
@@ -524,76 +474,14 @@ def _patch_sqlite_pool_1():
     pwasyncio.AsyncSqliteDatabase.__init__ = init
 
 
-def _patch_pg_no_reset():
-    """asyncpg's pool without its reset query on every release (SELECT pg_advisory_unlock_all,
-    CLOSE ALL, UNLISTEN *, RESET ALL: a round trip per call): create_pool(reset=no-op)."""
-    import asyncpg
-
-    original = asyncpg.create_pool
-
-    async def no_reset(connection):
-        return None
-
-    def create_pool(*args, **kwargs):
-        kwargs.setdefault("reset", no_reset)
-        return original(*args, **kwargs)
-
-    asyncpg.create_pool = create_pool
-
-
-def _patch_pg_statement_cache():
-    """pwasyncio's asyncpg statements through asyncpg's statement cache: conn.prepare() makes
-    a new server-side statement (a Parse/Describe round trip) for every execution."""
-    from playhouse import pwasyncio
-
-    async def execute(self, sql, params=None):
-        if params:
-            sql = self._translate_placeholders(sql)
-        statement = await self.conn._con._prepare(sql, use_cache=True)
-        records = await statement.fetch(*(params or ()))
-        description = [(key,) for key in records[0].keys()] if records else []
-        status = (statement.get_statusmsg() or "").rsplit(" ", 1)
-        rowcount = (int(status[1]) if len(status) == 2 and status[1].isdigit()
-                    else len(records))
-        return pwasyncio.CursorAdapter(records, rowcount=rowcount, description=description)
-
-    pwasyncio.AsyncPostgresqlConnection._execute = execute
-
-
-def _patch_pg_json_codec():
-    """pwasyncio's asyncpg jsonb codec in text format, decoding with sessionstate's own
-    jsoncodec.loads (orjson where it reads the same) rather than the binary format's bytes
-    slice, decode and stdlib json.loads."""
-    from playhouse import pwasyncio
-
-    from sessionstate import jsoncodec
-
-    original = pwasyncio.AsyncPostgresqlDatabase.register_adapters
-
-    async def register_adapters(self, conn):
-        await original(self, conn)
-        for name in ("json", "jsonb"):
-            await conn.set_type_codec(name, encoder=lambda value: value,
-                                      decoder=jsoncodec.loads, schema="pg_catalog",
-                                      format="text")
-
-    pwasyncio.AsyncPostgresqlDatabase.register_adapters = register_adapters
-
-
 PATCHES = {
     "keep-connection": ("no aclose() after each aio call (the task keeps its connection)",
                         _patch_keep_connection),
-    "fast-acquire": ("no wait_for(_ensure_pool()) once the pool exists",
-                     _patch_fast_acquire),
-    "sqlite-one-hop": ("a SQLite statement in one hop to aiosqlite's thread, not three",
-                       _patch_sqlite_one_hop),
     "sqlite-pool-1": ("one aiosqlite connection in the pool, not ten", _patch_sqlite_pool_1),
-    "pg-no-reset": ("asyncpg's pool without its reset query on release", _patch_pg_no_reset),
-    "pg-statement-cache": ("asyncpg statements from its statement cache, not prepare() each "
-                           "time", _patch_pg_statement_cache),
-    "pg-json-codec": ("asyncpg's jsonb as text, decoded by sessionstate's jsoncodec.loads",
-                      _patch_pg_json_codec),
 }
+# Measured here before they were made, and now part of sessionstate.aiodrivers: a SQLite
+# statement in one hop, asyncpg's statement cache, asyncpg's pool without its reset query,
+# an acquire without wait_for Tasks, JSON as text decoded by sessionstate (bench/README.md).
 
 
 if __name__ == "__main__":
