@@ -57,7 +57,7 @@ class _IdleConnections:
             connection = self.idle_connections.pop()
             if not connection.stale():
                 return connection
-            await super()._release_conn(connection)
+            await self.back_to_pool(connection)
         self.acquirers_waiting += 1
         try:
             return await super()._acquire_conn_async()
@@ -69,13 +69,17 @@ class _IdleConnections:
                 and not self.in_transaction_on(connection.conn)):
             self.idle_connections.append(connection)
             return
+        await self.back_to_pool(connection)
+
+    async def back_to_pool(self, connection):
+        """pwasyncio's own release: into the driver's pool (or closed, if it is dead)."""
         await super()._release_conn(connection)
 
     async def close_pool(self):
         self.keep_idle = False
         try:
             while self.idle_connections:
-                await super()._release_conn(self.idle_connections.pop())
+                await self.back_to_pool(self.idle_connections.pop())
             await super().close_pool()
         finally:
             self.keep_idle = True
@@ -85,6 +89,7 @@ class _OneCallPerStatement:
     """aexecute_sql through `statement` (one driver call) on the task's connection."""
 
     async def aexecute_sql(self, sql, params=None):
+        self._log_query(sql, params)  # peewee's query log, as pwasyncio's aexecute_sql keeps
         connection = await self.aconnect()
         with TRANSLATE_ERRORS:
             return await self.statement(connection.conn, sql, params or ())

@@ -88,7 +88,7 @@ def test_statements_give_rows_rowcounts_and_peewee_errors(backend, url):
 
 def test_calls_in_a_row_reuse_one_connection_and_close_gives_it_back(backend, url):
     if backend == "mysql":
-        pytest.skip("MariaDB/MySQL keeps pwasyncio's own class")
+        pytest.skip("MariaDB/MySQL keeps no idle connection at hand (see aiodrivers)")
 
     async def scenario():
         database = await _database(url)
