@@ -101,6 +101,7 @@ _OBJECT_BOUNDARY = {str: re.compile(r"\}[ \t\n\r]*,[ \t\n\r]*(?=\{)"),
                     bytes: re.compile(rb"\}[ \t\n\r]*,[ \t\n\r]*(?=\{)")}
 _OPENING = {str: re.compile(r"[ \t\n\r]*\["), bytes: re.compile(rb"[ \t\n\r]*\[")}
 _BRACKETS = {str: ("[", "]"), bytes: (b"[", b"]")}
+_WHITESPACE = {str: (" ", "\t", "\n", "\r"), bytes: (b" ", b"\t", b"\n", b"\r")}
 PIECE = 256 * 1024  # characters decoded between two pauses (about 2 ms)
 MISSES_PER_PIECE = 3  # cuts decoded in vain before the rest is decoded at once
 
@@ -115,7 +116,9 @@ def loads_in_pieces(text, pause, piece=PIECE):
     """
     kind = type(text)
     opening = _OPENING[kind].match(text)
-    end = len(text.rstrip())
+    end = len(text)
+    while end and text[end - 1:end] in _WHITESPACE[kind]:  # no copy of the text to strip it
+        end -= 1
     left, right = _BRACKETS[kind]
     if opening is None or text[end - 1:end] != right:
         return loads(text)
