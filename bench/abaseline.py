@@ -57,6 +57,7 @@ class AsyncBaseline:
     # A7 then opens one per task (SQLite's aiosqlite queues every call on its own thread,
     # so its tasks share the one connection).
     shareable = False
+    SAVE_STATE = SAVE_STATE  # save_state's statement, in the backend's placeholders
 
     def __init__(self, url):
         self.url = url
@@ -67,6 +68,15 @@ class AsyncBaseline:
 
     async def close(self):
         raise NotImplementedError
+
+    async def save_state(self, state_id, expected_version, history, context, plan, phase, step):
+        """The version-checked UPDATE through the backend's _execute (its row count)."""
+        count = await self._execute(self.SAVE_STATE, (
+            json.dumps(history), json.dumps(context), json.dumps(plan), phase, step,
+            self.ts(dt.datetime.now(UTC)), state_id, expected_version))
+        if count != 1:
+            raise RuntimeError("stale or missing state %s" % state_id)
+        return expected_version + 1
 
 
 class AsyncSqliteBaseline(AsyncBaseline):
@@ -118,14 +128,6 @@ class AsyncSqliteBaseline(AsyncBaseline):
                                            json.dumps(context), now, now))
         await self.conn.execute("COMMIT")
         return session_id, state_id
-
-    async def save_state(self, state_id, expected_version, history, context, plan, phase, step):
-        count = await self._execute(SAVE_STATE, (
-            json.dumps(history), json.dumps(context), json.dumps(plan), phase, step,
-            self.ts(dt.datetime.now(UTC)), state_id, expected_version))
-        if count != 1:
-            raise RuntimeError("stale or missing state %s" % state_id)
-        return expected_version + 1
 
     async def get_state(self, session_id):
         rows = await self.conn.execute_fetchall(GET_STATE, (session_id,))
@@ -311,14 +313,6 @@ class AsyncMysqlBaseline(AsyncBaseline):
                                                      now, now))
         await self.conn.commit()
         return session_id, state_id
-
-    async def save_state(self, state_id, expected_version, history, context, plan, phase, step):
-        count = await self._execute(self.SAVE_STATE, (
-            json.dumps(history), json.dumps(context), json.dumps(plan), phase, step,
-            self.ts(dt.datetime.now(UTC)), state_id, expected_version))
-        if count != 1:
-            raise RuntimeError("stale or missing state %s" % state_id)
-        return expected_version + 1
 
     async def get_state(self, session_id):
         async with self.conn.cursor() as cursor:

@@ -8,14 +8,13 @@ workloads do. The "sessionstate" side of an A-row is sessionstate.aio.
 """
 
 import asyncio
-import time
 
 import sessionstate as ss
 from sessionstate import aio
 
 from . import data
 from .abaseline import open_async_baseline
-from .timing import atimed_block, block_stats, race_stats, sides_in_order
+from .timing import RaceTally, atimed_block, block_stats, race_stats, sides_in_order
 
 SIZES = data.SIZES
 # Operations per timed block, as for W1-W4; --scale multiplies them.
@@ -188,27 +187,10 @@ async def a4(recorder, family, url, repeats, scale):
 async def _racer(attempt, worker_id, duration, start):
     """One task of A7: attempts until `duration` has passed, as bench/race.py's workers."""
     await start.wait()
-    commits = conflicts = busy = 0
-    latencies = []
-    clock = time.perf_counter
-    began = clock()
-    deadline = began + duration
-    t0 = began
-    while True:
-        outcome = await attempt(worker_id)
-        now = clock()
-        if outcome == "commit":
-            commits += 1
-            latencies.append(now - t0)  # a commit's latency includes its retries
-            t0 = now
-            if now >= deadline:
-                break
-        elif outcome == "conflict":
-            conflicts += 1
-        else:
-            busy += 1
-    return {"worker": worker_id, "commits": commits, "conflicts": conflicts, "busy": busy,
-            "elapsed": clock() - began, "latencies": latencies}
+    tally = RaceTally(worker_id, duration)
+    while not tally.record(await attempt(worker_id)):
+        pass
+    return tally.result()
 
 
 def _aio_attempt(session_id):

@@ -112,18 +112,28 @@ def main(argv=None):
                 assert ss.purge(now - dt.timedelta(days=30)) == 1_000
 
         call(-1)
-        profiler = cProfile.Profile()
-        t0 = time.perf_counter()
-        profiler.enable()
+        profiler, t0 = _start_profile()
         for i in range(args.calls):
             call(i)
-        profiler.disable()
-        elapsed = time.perf_counter() - t0
-        print("%s size %d: %d calls, %.3f ms per call under the profiler"
-              % (args.workload, args.size, args.calls, 1000 * elapsed / args.calls))
-        pstats.Stats(profiler).strip_dirs().sort_stats(args.sort).print_stats(args.top)
+        _report_profile(args, profiler, t0)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _start_profile():
+    profiler = cProfile.Profile()
+    t0 = time.perf_counter()
+    profiler.enable()
+    return profiler, t0
+
+
+def _report_profile(args, profiler, t0):
+    """Stop `profiler`; print the time per call and its top functions."""
+    profiler.disable()
+    elapsed = time.perf_counter() - t0
+    print("%s size %d: %d calls, %.3f ms per call under the profiler"
+          % (args.workload, args.size, args.calls, 1000 * elapsed / args.calls))
+    pstats.Stats(profiler).strip_dirs().sort_stats(args.sort).print_stats(args.top)
 
 
 # -- the async workloads -----------------------------------------------------------------------
@@ -255,16 +265,10 @@ async def _profile_async(args, url):
             await breakdown(args, calls, base)
         if args.no_profile:
             return
-        profiler = cProfile.Profile()
-        t0 = time.perf_counter()
-        profiler.enable()
+        profiler, t0 = _start_profile()
         for i in range(args.calls):
             await calls.aio_call(i)
-        profiler.disable()
-        elapsed = time.perf_counter() - t0
-        print("%s size %d: %d calls, %.3f ms per call under the profiler"
-              % (args.workload, args.size, args.calls, 1000 * elapsed / args.calls))
-        pstats.Stats(profiler).strip_dirs().sort_stats(args.sort).print_stats(args.top)
+        _report_profile(args, profiler, t0)
     finally:
         await base.close()
         await aio.close()

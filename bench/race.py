@@ -5,7 +5,7 @@ with the version check; on a conflict it reads again. Afterwards the counter mus
 number of commits the workers report (otherwise an update was lost).
 """
 
-import time
+from bench.timing import RaceTally
 
 
 def worker(side, family, url, session_id, worker_id, duration, ready, start, results):
@@ -52,23 +52,7 @@ def _run(side, family, url, session_id, worker_id, duration, ready, start):
 
     ready.put(worker_id)
     start.wait()
-    commits = conflicts = busy = 0
-    latencies = []
-    began = time.perf_counter()
-    deadline = began + duration
-    t0 = began
-    while True:
-        outcome = attempt()
-        now = time.perf_counter()
-        if outcome == "commit":
-            commits += 1
-            latencies.append(now - t0)  # a commit's latency includes its retries
-            t0 = now
-            if now >= deadline:
-                break
-        elif outcome == "conflict":
-            conflicts += 1
-        else:
-            busy += 1
-    return {"worker": worker_id, "commits": commits, "conflicts": conflicts, "busy": busy,
-            "elapsed": time.perf_counter() - began, "latencies": latencies}
+    tally = RaceTally(worker_id, duration)
+    while not tally.record(attempt()):
+        pass
+    return tally.result()

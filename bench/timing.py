@@ -78,3 +78,33 @@ def race_stats(reports, counted, versions):
     stats["lost_updates"] = commits - counted
     stats["version_drift"] = versions - commits
     return stats
+
+
+class RaceTally:
+    """One racing worker's counts (W7, A7): it attempts until `duration` has passed."""
+
+    def __init__(self, worker_id, duration):
+        self.worker_id = worker_id
+        self.commits = self.conflicts = self.busy = 0
+        self.latencies = []
+        self.began = self.last_commit = time.perf_counter()
+        self.deadline = self.began + duration
+
+    def record(self, outcome):
+        """Count an attempt's outcome ("commit", "conflict", else busy); True once done."""
+        now = time.perf_counter()
+        if outcome == "commit":
+            self.commits += 1
+            self.latencies.append(now - self.last_commit)  # includes the retries before it
+            self.last_commit = now
+            return now >= self.deadline
+        if outcome == "conflict":
+            self.conflicts += 1
+        else:
+            self.busy += 1
+        return False
+
+    def result(self):
+        return {"worker": self.worker_id, "commits": self.commits, "conflicts": self.conflicts,
+                "busy": self.busy, "elapsed": time.perf_counter() - self.began,
+                "latencies": self.latencies}
