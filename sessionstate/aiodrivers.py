@@ -1,7 +1,8 @@
 """The async databases aio opens: playhouse.pwasyncio's, each statement one call to its driver.
 
 pwasyncio supplies the pool, the connection of each task, the greenlet bridge and the
-transactions; these subclasses change only how a statement reaches the driver. pwasyncio
+transactions; these subclasses change how a statement reaches the driver, and run() keeps
+its finished greenlets for the next call instead of starting one per call. pwasyncio
 hands a SQLite statement to aiosqlite's thread three times (execute, fetchall, close), and
 prepares each PostgreSQL statement anew, outside asyncpg's statement cache (a Parse round
 trip every time). Here a SQLite statement is one hop and a PostgreSQL one a cached
@@ -12,7 +13,9 @@ The override point is peewee's public ``execute_sql``/``cursor()`` pair (pwasync
 """
 
 import re
+import threading
 
+import greenlet
 import peewee as pw
 from playhouse import pwasyncio
 
@@ -30,6 +33,73 @@ class _Cursor:
 
     def execute(self, sql, params=None):
         return pwasyncio.await_(self.database.aexecute_sql(sql, params))
+
+
+class _ReusedGreenlets:
+    """run() as pwasyncio's (fn in a greenlet whose await_() the loop awaits), on greenlets
+    kept for the next call.
+
+    Starting a new greenlet costs 8-9 µs here (CPython gives each one a fresh frame stack,
+    allocated on its first call and freed when it dies), about a tenth of a short aio call;
+    switching into a waiting one costs 0.3 µs. A finished greenlet waits in a per-thread
+    stack (greenlets never switch across threads) for the next fn. Errors, cancellation and
+    the caller's context variables behave as in pwasyncio's greenlet_spawn.
+    """
+
+    async def run(self, fn, *args, **kwargs):
+        parent = greenlet.getcurrent()
+        idle = _idle_greenlets()
+        worker = idle.pop() if idle else greenlet.greenlet(_run_jobs)
+        worker.parent = parent
+        worker.gr_context = parent.gr_context
+        value = worker.switch(fn, args, kwargs)
+        while not isinstance(value, _Outcome):  # an awaitable handed over by await_()
+            try:
+                value = worker.switch(await value)
+            except BaseException as exc:  # noqa: BLE001 - thrown into fn, as pwasyncio does
+                value = worker.throw(exc)
+        worker.gr_context = None  # keeps no task's context alive while idle
+        if len(idle) < _IDLE_GREENLETS:
+            idle.append(worker)
+        return value.result()
+
+
+_IDLE_GREENLETS = 32  # per thread; more finished at once are left to die
+_THREAD = threading.local()
+
+
+def _idle_greenlets():
+    idle = getattr(_THREAD, "idle", None)
+    if idle is None:
+        idle = _THREAD.idle = []
+    return idle
+
+
+class _Outcome:
+    """What a job gave: its value or its exception."""
+
+    __slots__ = ("value", "error")
+
+    def __init__(self, value=None, error=None):
+        self.value, self.error = value, error
+
+    def result(self):
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _run_jobs(fn, args, kwargs):
+    """A kept greenlet's body: run fn, hand its outcome to the parent, wait for the next."""
+    while True:
+        try:
+            outcome = _Outcome(fn(*args, **kwargs))
+        except greenlet.GreenletExit:
+            raise  # the greenlet is being discarded: let it die
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+            outcome = _Outcome(error=exc)
+        fn = args = kwargs = None  # nothing of the finished job kept while idle
+        fn, args, kwargs = greenlet.getcurrent().parent.switch(outcome)
 
 
 class _IdleConnections:
@@ -98,7 +168,7 @@ class _OneCallPerStatement:
         return _Cursor(self)
 
 
-class AsyncSqliteDatabase(_IdleConnections, _OneCallPerStatement,
+class AsyncSqliteDatabase(_ReusedGreenlets, _IdleConnections, _OneCallPerStatement,
                           pwasyncio.AsyncSqliteDatabase):
     """pwasyncio's SQLite database; a statement is one hop to aiosqlite's thread."""
 
@@ -127,7 +197,7 @@ def _sqlite_statement(connection, sql, params):
         cursor.close()
 
 
-class AsyncPostgresqlDatabase(_IdleConnections, _OneCallPerStatement,
+class AsyncPostgresqlDatabase(_ReusedGreenlets, _IdleConnections, _OneCallPerStatement,
                               pwasyncio.AsyncPostgresqlDatabase):
     """pwasyncio's PostgreSQL database; statements go through asyncpg's statement cache."""
 
@@ -181,7 +251,8 @@ def _asyncpg_form(sql, has_params):
     return form
 
 
-class AsyncMySQLDatabase(_OneCallPerStatement, pwasyncio.AsyncMySQLDatabase):
+class AsyncMySQLDatabase(_ReusedGreenlets, _OneCallPerStatement,
+                         pwasyncio.AsyncMySQLDatabase):
     """pwasyncio's MariaDB/MySQL database; a statement without parameters is sent unformatted.
 
     pwasyncio passes () for no parameters, and aiomysql then runs `sql % ()` over the whole

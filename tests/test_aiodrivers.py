@@ -128,3 +128,68 @@ def test_with_more_tasks_than_connections_every_task_gets_through(backend, url):
     finished, final = run(scenario())
     assert sorted(finished) == list(range(8))
     assert [state.version for state in final] == [11] * 8
+
+
+def test_run_reuses_its_greenlets_and_keeps_pwasyncios_behaviour(backend, url):
+    """run() keeps finished greenlets for the next call; values, errors, the caller's
+    context variables and cancellation still reach the caller as with greenlet_spawn."""
+    import contextvars
+
+    import greenlet
+    from playhouse import pwasyncio
+
+    request = contextvars.ContextVar("request")
+
+    async def scenario():
+        database = await _database(url)
+        state = await aio.create_session("copilot")
+        seen = []  # the greenlets themselves: held, so no id is reused by a new one
+
+        def step(value):
+            seen.append(greenlet.getcurrent())
+            rows = database.execute_sql("SELECT 1").fetchall()
+            return value, request.get(None), rows[0][0]
+
+        request.set("first")
+        outcomes = [await database.run(step, 1)]
+        request.set("second")
+        outcomes.append(await database.run(step, 2))
+        with pytest.raises(ZeroDivisionError):
+            await database.run(lambda: 1 / 0)
+        with pytest.raises(pw.IntegrityError):
+            await database.run(database.execute_sql,
+                               "INSERT INTO sessions (id) VALUES ('%s')" % state.session_id)
+        started = asyncio.Event()
+
+        def slow():
+            started.set()
+            pwasyncio.await_(asyncio.sleep(30))
+
+        task = asyncio.ensure_future(database.run(slow))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        outcomes.append(await database.run(step, 3))  # the bridge still works after it
+        gathered = await asyncio.gather(*[database.run(step, n) for n in range(4, 8)])
+        await aio.close()
+        return outcomes, gathered, seen
+
+    outcomes, gathered, seen = run(scenario())
+    assert outcomes == [(1, "first", 1), (2, "second", 1), (3, "second", 1)]
+    assert [value for value, _, _ in gathered] == [4, 5, 6, 7]
+    assert len(seen) == 7 and len({id(each) for each in seen}) < 7  # reused, not one per call
+
+
+def test_statements_outside_run_still_name_the_bridge(backend, url):
+    from playhouse import pwasyncio
+
+    async def scenario():
+        database = await _database(url)
+        try:
+            with pytest.raises(pwasyncio.MissingGreenletBridge):
+                database.execute_sql("SELECT 1")
+        finally:
+            await aio.close()
+
+    run(scenario())
