@@ -432,9 +432,25 @@ def state_columns(database):
 
 def load_state(row):
     """A stored SessionState from a row of state_columns()."""
+    readers = _READERS.get(dialects.of(SessionState._meta.database))
+    if readers is None:
+        readers = _READERS[dialects.of(SessionState._meta.database)] = _row_readers()
     return SessionState(__no_default__=1, **{
-        field.name: field.python_value(value) if value is not None else None
-        for field, value in zip(SessionState._meta.sorted_fields, row)})
+        name: read(value) if value is not None else None
+        for (name, read), value in zip(readers, row)})
+
+
+_READERS = {}  # dialect -> load_state's (field name, python_value) per column
+
+
+def _row_readers():
+    """Each field's python_value, with the dialect looked up once per row rather than once
+    per JSON and timestamp column (what JSONField.python_value and read_timestamp do)."""
+    dialect = dialects.of(SessionState._meta.database)
+    return [(field.name, dialect.json_value if isinstance(field, JSONField)
+             else read_timestamp if isinstance(field, UTCDateTimeField)
+             else field.python_value)
+            for field in SessionState._meta.sorted_fields]
 
 
 def latest_state_query(session_id, *columns):

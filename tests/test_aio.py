@@ -14,7 +14,7 @@ import time
 import pytest
 
 import sessionstate
-from sessionstate import aio
+from sessionstate import aio, dialects
 
 SAME_AS_SYNC = [name for name in aio.__all__ if name not in ("connect", "close")]
 
@@ -225,7 +225,7 @@ def test_a_large_value_with_quotes_percents_and_backslashes_round_trips(migrated
     tricky = "it's \"quoted\" \\ back\\slashed %s %% %(x)s ; -- DROP TABLE x; café 😀 \u2028"
     history = [{"role": "user", "content": tricky * (1 + n % 4), "n": n, "k": [{"a": "}, {"}]}
                for n in range(12_000)]
-    assert len(json.dumps(history)) > 1024 * 1024
+    assert len(json.dumps(history)) > dialects.AsyncMixin.LARGE_JSON
 
     async def scenario():
         await connected(url)
