@@ -211,7 +211,8 @@ INDEXES = {
     "session_states": {
         "idx_session_states_session_id", "idx_session_states_status",
         "idx_session_states_session_status", "idx_session_states_mode",
-        "idx_session_states_updated", "idx_session_states_status_updated"},
+        "idx_session_states_updated", "idx_session_states_status_updated",
+        "idx_session_states_session_latest"},
 }
 
 
