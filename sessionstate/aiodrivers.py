@@ -206,13 +206,17 @@ class AsyncPostgresqlDatabase(_ReusedGreenlets, _IdleConnections, _OneCallPerSta
         return connection.is_in_transaction()
 
     async def register_adapters(self, conn):
-        """JSON in and out as text: sessionstate encodes it (orjson, floats kept exact) and
+        """JSON in and out undecoded: sessionstate encodes it (orjson, floats kept exact) and
         decodes it (a large history in pieces, the loop running between them), where
-        pwasyncio's codec would decode it whole with json.loads inside asyncpg."""
+        pwasyncio's codec would decode it whole with json.loads inside asyncpg. jsonb comes
+        back as its UTF-8 bytes (binary format: a version byte, then the text), which orjson
+        reads as they are; as text, asyncpg decoded them to str and the codec encoded them
+        back (0.3 ms of a 1,000-message get_state)."""
         await super().register_adapters(conn)
-        for name in ("json", "jsonb"):
-            await conn.set_type_codec(name, encoder=str, decoder=str, schema="pg_catalog",
-                                      format="text")
+        await conn.set_type_codec("json", encoder=str, decoder=str, schema="pg_catalog",
+                                  format="text")
+        await conn.set_type_codec("jsonb", encoder=_jsonb_binary, decoder=_jsonb_text,
+                                  schema="pg_catalog", format="binary")
 
     @staticmethod
     async def statement(connection, sql, params):
@@ -225,6 +229,20 @@ class AsyncPostgresqlDatabase(_ReusedGreenlets, _IdleConnections, _OneCallPerSta
         status = await connection.execute(sql, *params)  # e.g. "UPDATE 1", "INSERT 0 1"
         count = status.rsplit(" ", 1)[-1]
         return pwasyncio.CursorAdapter([], rowcount=int(count) if count.isdigit() else 0)
+
+
+JSONB_VERSION = 1  # the first byte of jsonb's binary format (PostgreSQL 9.4 and later)
+
+
+def _jsonb_binary(text):
+    return bytes((JSONB_VERSION,)) + text.encode()
+
+
+def _jsonb_text(data):
+    """The JSON text (UTF-8 bytes) of a jsonb value in binary format."""
+    if data[:1] != bytes((JSONB_VERSION,)):
+        raise ValueError("unsupported jsonb format version %r" % (data[:1],))
+    return data[1:]
 
 
 _ASYNCPG_FORMS = {}  # (SQL text, has params) -> (asyncpg's SQL text, whether it returns rows)
