@@ -231,16 +231,16 @@ class AsyncPostgresqlDatabase(_ReusedGreenlets, _IdleConnections, _OneCallPerSta
         return pwasyncio.CursorAdapter([], rowcount=int(count) if count.isdigit() else 0)
 
 
-JSONB_VERSION = 1  # the first byte of jsonb's binary format (PostgreSQL 9.4 and later)
+JSONB_VERSION = b"\x01"  # the first byte of jsonb's binary format (PostgreSQL 9.4 and later)
 
 
 def _jsonb_binary(text):
-    return bytes((JSONB_VERSION,)) + text.encode()
+    return JSONB_VERSION + text.encode()
 
 
 def _jsonb_text(data):
     """The JSON text (UTF-8 bytes) of a jsonb value in binary format."""
-    if data[:1] != bytes((JSONB_VERSION,)):
+    if data[:1] != JSONB_VERSION:
         raise ValueError("unsupported jsonb format version %r" % (data[:1],))
     return data[1:]
 

@@ -432,9 +432,10 @@ def state_columns(database):
 
 def load_state(row):
     """A stored SessionState from a row of state_columns()."""
-    readers = _READERS.get(dialects.of(SessionState._meta.database))
+    dialect = dialects.of(SessionState._meta.database)
+    readers = _READERS.get(dialect)
     if readers is None:
-        readers = _READERS[dialects.of(SessionState._meta.database)] = _row_readers()
+        readers = _READERS[dialect] = _row_readers(dialect)
     return SessionState(__no_default__=1, **{
         name: read(value) if value is not None else None
         for (name, read), value in zip(readers, row)})
@@ -443,10 +444,9 @@ def load_state(row):
 _READERS = {}  # dialect -> load_state's (field name, python_value) per column
 
 
-def _row_readers():
-    """Each field's python_value, with the dialect looked up once per row rather than once
-    per JSON and timestamp column (what JSONField.python_value and read_timestamp do)."""
-    dialect = dialects.of(SessionState._meta.database)
+def _row_readers(dialect):
+    """Each field's python_value, with `dialect` looked up once per row rather than once per
+    JSON column (as JSONField.python_value does)."""
     return [(field.name, dialect.json_value if isinstance(field, JSONField)
              else read_timestamp if isinstance(field, UTCDateTimeField)
              else field.python_value)

@@ -420,27 +420,18 @@ def _plan(database, backend, sql):
 
 def _get_state_sql(session_id):
     """The SQL and parameters get_state sends for `session_id`."""
-    database = ss.get_database()
-    seen = []
-    original = database.execute_sql
-
-    def recording(sql, params=None, *args, **kwargs):
-        seen.append((sql, params))
-        return original(sql, params, *args, **kwargs)
-
-    database.execute_sql = recording
-    try:
-        ss.get_state(session_id)
-    finally:
-        del database.execute_sql
-    assert "session_states" in seen[-1][0], seen  # after the schema check, the one read
-    return seen[-1]
+    return _sql_of(lambda: ss.get_state(session_id))
 
 
 def _listing_sql(filters):
     """The SQL and parameters the database sees when list_sessions runs with `filters`."""
+    return _sql_of(lambda: ss.list_sessions(**filters))
+
+
+def _sql_of(call):
+    """The one statement call() sends, once the schema check has run (and is remembered)."""
     database = ss.get_database()
-    ss.list_sessions(**filters)  # the schema check runs, and is remembered
+    call()
     seen = []
     original = database.execute_sql
 
@@ -450,7 +441,7 @@ def _listing_sql(filters):
 
     database.execute_sql = recording
     try:
-        ss.list_sessions(**filters)
+        call()
     finally:
         del database.execute_sql
     assert len(seen) == 1, seen  # one statement
