@@ -2,7 +2,11 @@
 
 import uuid
 
+import pytest
+
+import sessionstate
 from sessionstate import Session, SessionState
+from sessionstate.errors import InvalidStateData
 
 
 def test_session_state_crud(migrated):
@@ -155,3 +159,23 @@ def test_rows_loaded_by_peewee_are_known_as_stored(migrated):
         assert loaded.save() == 1
     assert SessionState.get().version == 4
     assert Session.get().stored
+
+
+def test_get_state_builds_its_state_as_peewee_builds_a_loaded_row(migrated):
+    """get_state's instance (SessionState.from_row) holds what peewee's select gives: the same
+    values, nothing dirty, known as stored, its session reachable, its fixed fields guarded."""
+    session = Session.create(name="s")
+    SessionState.create_for_session(session.id, "copilot", context_variables={"k": 1}).save()
+    state, by_peewee = sessionstate.get_state(session.id), SessionState.get()
+    assert state.to_dict() == by_peewee.to_dict()
+    assert state.dirty_fields == by_peewee.dirty_fields == []
+    assert state.stored and state.session.name == "s"
+    assert state.stored_values == by_peewee.stored_values
+    state.mode = "planning-control"
+    with pytest.raises(InvalidStateData, match="mode"):
+        state.save()
+    state.mode = "copilot"
+    state.context_variables["k"] = 2
+    assert state.save() == 1
+    assert sessionstate.get_state(session.id).context_variables == {"k": 2}
+    assert state.version == 2
