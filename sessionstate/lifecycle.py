@@ -13,7 +13,7 @@ from .errors import InvalidTransition, SessionNotFound
 from .db import get_database
 from .migrate import ensure_migrated, ready_database
 from .models import (Session, SessionState, bump, has_newer_state, insert, latest_state_query,
-                     utcnow)
+                     new_id, utcnow)
 from .statements import compiled, param
 from .validation import (STATUSES, check_id, check_session_values, check_state_values,
                          check_short_text, check_timestamp, check_transition, refuse)
@@ -55,18 +55,16 @@ def create_session(mode, *, name=None, user_id=None, meta=None, ttl=None,
     database = get_database()
     max_depth = dialects.of(database).json_max_depth
     now = utcnow()
-    session = Session(name=name, user_id=user_id, meta=meta, status="active",
-                      created_at=now, last_active_at=now)
-    if session_id is not None:
-        session.id = session_id
-    state = SessionState.create_for_session(
-        session.id, mode,
+    expires_at = _expiry(now, ttl)
+    session_row = check_session_values({
+        "id": new_id() if session_id is None else session_id, "name": name,
+        "user_id": user_id, "status": "active", "meta": meta, "created_at": now,
+        "last_active_at": now}, max_depth)
+    state_row = check_state_values(SessionState.new_columns(
+        session_row["id"], mode, now,
         conversation_history=[] if conversation_history is None else conversation_history,
         context_variables={} if context_variables is None else context_variables,
-        plan_data=plan_data, expires_at=_expiry(now, ttl))
-    state.created_at = state.updated_at = now
-    session_row = check_session_values(session.column_values(), max_depth)
-    state_row = check_state_values(state.column_values(), max_depth)
+        plan_data=plan_data, expires_at=expires_at), max_depth)
     ensure_migrated(database)
 
     def insert_both():
@@ -74,9 +72,7 @@ def create_session(mode, *, name=None, user_id=None, meta=None, ttl=None,
         insert(SessionState, state_row)
 
     execution.write(database, insert_both)
-    session.stored = state.stored = True
-    state.remember_stored()
-    return state
+    return SessionState.from_columns(state_row)
 
 
 # -- status changes -------------------------------------------------------------------------

@@ -307,23 +307,39 @@ class SessionState(BaseModel):
     @classmethod
     def create_for_session(cls, session_id: str, mode: str, **kwargs):
         """Factory method: a new, unsaved state for a session; save() inserts it."""
+        return cls(**cls.new_columns(session_id, mode, utcnow(), **kwargs))
+
+    @classmethod
+    def new_columns(cls, session_id, mode, now, **kwargs):
+        """{column: value} of a new active state of a session, created `now`; kwargs are
+        create_for_session's."""
         unknown = sorted(set(kwargs) - set(cls.FACTORY_ARGUMENTS))
         if unknown:
             raise InvalidStateData(
                 "create_for_session: unknown argument(s) %s; allowed: %s"
                 % (", ".join(unknown), ", ".join(cls.FACTORY_ARGUMENTS))
             )
-        return cls(
-            session_id=session_id,
-            mode=mode,
-            conversation_history=kwargs.get("conversation_history", []),
-            context_variables=kwargs.get("context_variables", {}),
-            plan_data=kwargs.get("plan_data"),
-            current_phase=kwargs.get("current_phase", "init"),
-            current_step=kwargs.get("current_step"),
-            expires_at=kwargs.get("expires_at"),
-            status="active",
-        )
+        return {
+            "id": new_id(),
+            "session_id": session_id,
+            "mode": mode,
+            "conversation_history": kwargs.get("conversation_history", []),
+            "context_variables": kwargs.get("context_variables", {}),
+            "plan_data": kwargs.get("plan_data"),
+            "current_phase": kwargs.get("current_phase", "init"),
+            "current_step": kwargs.get("current_step"),
+            "status": "active",
+            "created_at": now,
+            "updated_at": now,
+            "expires_at": kwargs.get("expires_at"),
+            "version": 1,
+        }
+
+    @classmethod
+    def from_columns(cls, columns):
+        """The stored state of a row just written as `columns` (column name -> value)."""
+        return cls.from_row({field.name: columns[field.column_name]
+                             for field in cls._meta.sorted_fields})
 
     def save(self, force_insert=False, only=None):
         """INSERT a new state; for a stored one, the version-bump update of its data.
