@@ -62,6 +62,9 @@ def test_random_floats_read_back_exactly():
     '{"a": 1, "a": 2}',
     " \t\n[1]\r\n ",
     "-0", "-0.0", "0.1", "1E5",
+    '{"a": [{"b": 1.5, "c": 18446744073709551616}], "d": 2.5}',  # nested, beside floats
+    "[-9223372036854775808, 18446744073709551615]",  # the 64-bit ends orjson reads exactly
+    "1e19", "[1.8446744073709552e19, -9.3e18]",  # floats that large: json.loads decides
 ])
 def test_loads_is_json_loads(text):
     got, expected = jsoncodec.loads(text), json.loads(text)
