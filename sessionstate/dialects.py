@@ -473,6 +473,11 @@ class AsyncMixin:
         _pause_if_large(value)
         return self.json_text(value)
 
+    def holds_large_json(self, row):
+        """True if decoding `row` would let the loop run between pieces (in the bridge only)."""
+        return any(isinstance(value, (str, bytes)) and len(value) > self.LARGE_JSON
+                   for value in row)
+
     def json_value(self, value):
         # Decoding 5 MB of history holds the thread for 30-50 ms: a large array is decoded
         # a piece at a time, the event loop running between pieces.

@@ -119,6 +119,11 @@ def ensure_migrated(database):
     _AT_HEAD.add(database)
 
 
+def known_at_head(database):
+    """True once ensure_migrated has found `database` at the code's head (it then runs no query)."""
+    return database in _AT_HEAD
+
+
 def ready_database():
     """The current database, checked to be at the code's head (for the operations)."""
     database = get_database()

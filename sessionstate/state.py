@@ -4,6 +4,7 @@ Every write is the version-bump UPDATE (models.bump) or the in-database append; 
 a state back after writing it, since histories can be megabytes.
 """
 
+import functools
 import random
 
 from . import dialects, execution
@@ -12,7 +13,7 @@ from .db import get_database
 from .migrate import ensure_migrated, ready_database
 from .models import (SessionState, bump, check_changes, latest_state_query, load_state,
                      missing_or_stale, state_columns, utcnow)
-from .statements import Statement, compiled, param
+from .statements import Read, Statement, compiled, param
 from .validation import check_id, check_json, check_positive_int, check_version, refuse
 
 APPEND_COMPILED = 16  # batch sizes whose append statement is compiled once and kept
@@ -40,11 +41,21 @@ def update_state(state_id, expected_version, **changes):
 
 def get_state(session_id):
     """The session's current state: its most recently updated one. SessionNotFound if none."""
+    read = get_state_read(session_id)
+    return read.result(execution.read(read.statement.database, read.rows))
+
+
+def get_state_read(session_id):
+    """get_state as a statements.Read: validated, its statement compiled, nothing run yet."""
     check_id("session_id", session_id)
     database = ready_database()
     statement = compiled(database, "get_state", lambda: latest_state_query(
         param("session_id"), *state_columns(database)))
-    rows = execution.read(database, lambda: statement.rows({"session_id": session_id}))
+    return Read(statement, {"session_id": session_id},
+                functools.partial(_current_state, session_id))
+
+
+def _current_state(session_id, rows):
     if not rows:
         raise SessionNotFound("no session with id %r" % (session_id,))
     return load_state(rows[0])

@@ -47,18 +47,36 @@ class Statement:
         self.slots = [(index, value.name) for index, value in enumerate(self.params)
                       if isinstance(value, Slot)]
 
-    def execute(self, values):
-        """Run the statement with `values` (name -> database value); returns the cursor."""
+    def bound(self, values):
+        """(sql, params) with `values` (name -> database value) in place, for the driver."""
         params = self.params.copy()
         for index, name in self.slots:
             params[index] = values[name]
-        return self.database.execute_sql(*self.dialect.bind_large(self.sql, params))
+        return self.dialect.bind_large(self.sql, params)
+
+    def execute(self, values):
+        """Run the statement with `values` (name -> database value); returns the cursor."""
+        return self.database.execute_sql(*self.bound(values))
 
     def rows(self, values):
         return self.execute(values).fetchall()
 
     def rows_affected(self, values):
         return self.database.rows_affected(self.execute(values))
+
+
+class Read:
+    """An operation that is one read: its statement and values, and result(rows), what the
+    rows become. The sync API runs it through execution.read; aio awaits the statement
+    itself, without the greenlet bridge."""
+
+    __slots__ = ("statement", "values", "result")
+
+    def __init__(self, statement, values, result):
+        self.statement, self.values, self.result = statement, values, result
+
+    def rows(self):
+        return self.statement.rows(self.values)
 
 
 # database -> {key: Statement}; weak, so a closed and dropped database takes its cache along

@@ -70,6 +70,102 @@ def test_200_concurrent_appends_on_one_state_keep_each_once(migrated, url):
     assert sorted(versions) == list(range(2, 202))  # each append its own version
 
 
+class _CountedBridge:
+    """Counts the database's greenlet-bridge runs (db.run) from now on."""
+
+    def __init__(self, database, monkeypatch):
+        self.runs = 0
+        bridge = database.run
+
+        async def counted(*args, **kwargs):
+            self.runs += 1
+            return await bridge(*args, **kwargs)
+
+        monkeypatch.setattr(database, "run", counted)
+
+
+def test_get_state_awaits_its_statement_without_the_bridge(migrated, url, monkeypatch):
+    """Once the schema is known to be at head, aio.get_state awaits its one statement
+    directly; it returns what the sync API returns, and raises what it raises."""
+    state = sessionstate.create_session("copilot", context_variables={"k": [1, 2.5, None]})
+
+    async def scenario():
+        await connected(url)
+        first = await aio.get_state(state.session_id)  # checks the schema, in the bridge
+        bridge = _CountedBridge(aio._current, monkeypatch)
+        again = await aio.get_state(state.session_id)
+        with pytest.raises(sessionstate.SessionNotFound, match="no session with id 'nope'"):
+            await aio.get_state("nope")
+        with pytest.raises(sessionstate.InvalidStateData, match="session_id"):
+            await aio.get_state("")
+        await aio.close()
+        return first, again, bridge.runs
+
+    first, again, runs = run(scenario())
+    assert runs == 0
+    expected = sessionstate.get_state(state.session_id).to_dict()
+    assert first.to_dict() == again.to_dict() == expected
+    assert again.stored and again.dirty_fields == []
+
+
+def test_get_state_takes_the_bridge_after_a_database_error(migrated, url, monkeypatch):
+    """A database error on the direct statement hands the call to the bridged operation,
+    whose retries and error translation then decide, as in the sync API."""
+    import peewee
+
+    state = sessionstate.create_session("copilot")
+
+    async def scenario():
+        await connected(url)
+        await aio.get_state(state.session_id)
+        database = aio._current
+        bridge = _CountedBridge(database, monkeypatch)
+        statement = database.aexecute_sql
+        failures = []
+
+        async def failing_once(sql, params=None):
+            if not failures:
+                failures.append(sql)
+                raise peewee.OperationalError("disk I/O error")
+            return await statement(sql, params)
+
+        monkeypatch.setattr(database, "aexecute_sql", failing_once)
+        recovered = await aio.get_state(state.session_id)
+        runs_then = bridge.runs
+
+        async def failing(sql, params=None):
+            raise peewee.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(database, "aexecute_sql", failing)
+        with pytest.raises(sessionstate.errors.DatabaseError, match="disk I/O error") as error:
+            await aio.get_state(state.session_id)
+        await aio.close()
+        return recovered, runs_then, len(failures), error.value
+
+    recovered, runs, failures, error = run(scenario())
+    assert recovered.id == state.id and failures == 1 and runs == 1
+    assert isinstance(error.__cause__, peewee.OperationalError)
+
+
+def test_get_state_decodes_a_large_history_in_the_bridge(migrated, url, monkeypatch):
+    """A row holding JSON larger than LARGE_JSON is finished in the bridge, where its decoding
+    lets the loop run between pieces (outside it, that pause could not be awaited)."""
+    monkeypatch.setattr(dialects.AsyncMixin, "LARGE_JSON", 200)
+    history = [{"role": "user", "content": "message %d" % n} for n in range(50)]
+    state = sessionstate.create_session("copilot", conversation_history=history)
+
+    async def scenario():
+        await connected(url)
+        await aio.get_state(state.session_id)
+        bridge = _CountedBridge(aio._current, monkeypatch)
+        loaded = await aio.get_state(state.session_id)
+        await aio.close()
+        return loaded, bridge.runs
+
+    loaded, runs = run(scenario())
+    assert loaded.conversation_history == history and runs == 1
+
+
 def test_sync_and_async_callers_share_one_database_at_once(migrated, url):
     state = sessionstate.create_session("copilot", context_variables={"n": 0})
 
