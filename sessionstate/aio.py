@@ -20,6 +20,7 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import itertools
 import weakref
 
 from playhouse import db_url
@@ -145,7 +146,7 @@ async def _one_read(operation, prepare, *args):
     if cursor is None:
         return await _run(operation, *args)
     rows = cursor.fetchall()
-    if rows and read.statement.dialect.holds_large_json(rows[0]):
+    if any(map(read.statement.dialect.is_large_json, itertools.chain.from_iterable(rows))):
         return await _run(read.result, rows)
     return call_with(database, read.result, rows)
 

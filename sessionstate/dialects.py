@@ -473,15 +473,15 @@ class AsyncMixin:
         _pause_if_large(value)
         return self.json_text(value)
 
-    def holds_large_json(self, row):
-        """True if decoding `row` would let the loop run between pieces (in the bridge only)."""
-        return any(isinstance(value, (str, bytes)) and len(value) > self.LARGE_JSON
-                   for value in row)
+    def is_large_json(self, value):
+        """True if json_value() decodes `value` in pieces, letting the loop run between them
+        (which only code in the greenlet bridge can do)."""
+        return isinstance(value, (str, bytes)) and len(value) > self.LARGE_JSON
 
     def json_value(self, value):
         # Decoding 5 MB of history holds the thread for 30-50 ms: a large array is decoded
         # a piece at a time, the event loop running between pieces.
-        if isinstance(value, (str, bytes)) and len(value) > self.LARGE_JSON:
+        if self.is_large_json(value):
             return jsoncodec.loads_in_pieces(value, _let_the_loop_run)
         return jsoncodec.loads(value) if isinstance(value, (str, bytes)) else value
 
