@@ -238,10 +238,19 @@ class SqliteDialect(Dialect):
         # (about a fifth of a 1,000-message get_state).
         return pw.Cast(field, "BLOB")
 
+    _last_timestamp = (None, None)  # (datetime, its text): a write stores one instant 2-4 times
+
     def timestamp_param(self, value):
         # No timestamp type: fixed-width ISO text (microseconds and +00:00 always there), so
         # text order is time order; isoformat pads years below 1000, strftime's %Y does not.
-        return value.isoformat(sep=" ", timespec="microseconds")
+        # isoformat is most of a timestamp's cost; the last one formatted is kept (one tuple,
+        # replaced whole, so threads never see half of it; `is`: the tuple holds the datetime).
+        last = self._last_timestamp
+        if last[0] is value:
+            return last[1]
+        text = value.isoformat(sep=" ", timespec="microseconds")
+        self._last_timestamp = (value, text)
+        return text
 
     def append_expression(self, field, count, placeholder):
         # json_insert(doc, '$[#]', value, ...) appends pairs left to right; long batches nest

@@ -9,7 +9,7 @@ recipe, is the write of a stored state: the version-bump UPDATE, which is also w
 
 import contextvars
 import datetime as dt
-import uuid
+import os
 
 import peewee as pw
 
@@ -79,7 +79,13 @@ def utcnow():
 
 
 def new_id():
-    return str(uuid.uuid4())
+    """A new random id: the text of a version-4 UUID, as str(uuid.uuid4()) gives, built
+    without the UUID object (whose checks cost twice the rest of it, and a create makes two)."""
+    data = bytearray(os.urandom(16))
+    data[6] = data[6] & 0x0F | 0x40  # version 4
+    data[8] = data[8] & 0x3F | 0x80  # the RFC 4122 variant
+    text = data.hex()
+    return "%s-%s-%s-%s-%s" % (text[:8], text[8:12], text[12:16], text[16:20], text[20:])
 
 
 def read_timestamp(value):

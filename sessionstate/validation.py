@@ -27,6 +27,7 @@ TRANSITIONS = {
 }
 SHORT_TEXT_LIMIT = 50  # mode and current_phase are String(50) in the specification
 INT64 = 2**63
+_UTC = dt.timezone.utc
 
 # The NUL character (jsonb cannot store it) and lone surrogates (not encodable as UTF-8).
 _UNSTORABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
@@ -188,6 +189,8 @@ def check_timestamp(field, value):
         return None
     if not isinstance(value, dt.datetime):
         _refuse(field, (), "must be a datetime, got %r" % (value,))
+    if value.tzinfo is _UTC:
+        return value  # already aware UTC (utcnow()'s), as astimezone would return it
     if value.tzinfo is None or value.utcoffset() is None:
         _refuse(field, (), "must be timezone-aware (for example datetime.now(timezone.utc))")
     try:
@@ -282,9 +285,11 @@ def check_row(rules, values, max_depth):
     """Check each column present in `values` by its rule; returns them, timestamps in UTC."""
     checked = dict(values)
     for name, value in values.items():
-        rules[name](value, max_depth)
-        if name in TIMESTAMP_COLUMNS:
+        rule = rules[name]
+        if name in TIMESTAMP_COLUMNS:  # its rule is check_timestamp: checked and converted once
             checked[name] = check_timestamp(name, value)
+        else:
+            rule(value, max_depth)
     return checked
 
 

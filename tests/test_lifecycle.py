@@ -1,6 +1,7 @@
 """The lifecycle functions: create, read, append, modify, status changes, housekeeping, list."""
 
 import datetime as dt
+import uuid
 
 import peewee as pw
 import pytest
@@ -39,6 +40,16 @@ def test_create_session_writes_the_session_and_its_active_state(migrated, api):
     assert loaded.status == "active" and loaded.version == 1
     assert loaded.expires_at - loaded.created_at == dt.timedelta(seconds=60)
     assert loaded.conversation_history == [{"role": "user", "content": "hi"}]
+
+
+def test_new_ids_are_distinct_version_4_uuids(migrated, api):
+    states = [api.create_session("copilot") for _ in range(50)]
+    ids = [state.id for state in states] + [state.session_id for state in states]
+    assert len(set(ids)) == 100
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text  # lower-case hex, hyphens where uuid4's are
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
 def test_create_session_defaults_and_timedelta_ttl(migrated, api):
