@@ -112,12 +112,12 @@ async def _run(operation, *args, **kwargs):
 
 
 async def _release(database):
-    """Give the task's connection back to the pool, unless the caller holds a transaction."""
-    if not database.in_transaction():
-        try:
-            await database.aclose()
-        except Exception:  # noqa: BLE001 - a dead connection fails to go back; dropped
-            pass
+    """Give the task's connection back to the pool, unless the caller holds a transaction
+    (pwasyncio's aclose() then refuses, and the connection stays with the task)."""
+    try:
+        await database.aclose()
+    except Exception:  # noqa: BLE001 - that refusal; or a dead connection, dropped
+        pass
 
 
 async def _one_read(operation, prepare, *args):

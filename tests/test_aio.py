@@ -166,6 +166,31 @@ def test_get_state_decodes_a_large_history_in_the_bridge(migrated, url, monkeypa
     assert loaded.conversation_history == history and runs == 1
 
 
+def test_calls_inside_a_callers_transaction_join_it(migrated, url):
+    """A caller's own transaction keeps its connection across aio calls, so their writes
+    are rolled back with it; after it, calls release their connection again."""
+    class Abandon(Exception):
+        pass
+
+    async def scenario():
+        database = await aio.connect(url)
+        state = await aio.create_session("copilot")
+        with pytest.raises(Abandon):
+            async with database.atomic():
+                await aio.update_state(state.id, 1, current_phase="inside")
+                inside = await aio.get_state(state.session_id)
+                raise Abandon()
+        after = await aio.get_state(state.session_id)
+        held = database.in_transaction()
+        await aio.close()
+        return inside, after, held
+
+    inside, after, held = run(scenario())
+    assert (inside.current_phase, inside.version) == ("inside", 2)
+    assert (after.current_phase, after.version) == ("init", 1)
+    assert not held
+
+
 def test_sync_and_async_callers_share_one_database_at_once(migrated, url):
     state = sessionstate.create_session("copilot", context_variables={"n": 0})
 
