@@ -122,6 +122,8 @@ class Dialect:
         rows = database.execute_sql(self.tail_sql, (state_id, limit)).fetchall()
         return tail_items(rows, limit)
 
+    write_begin = "BEGIN"  # what write_lock's transaction sends first (peewee's begin())
+
     @contextlib.contextmanager
     def write_lock(self, database):
         """A transaction that holds the write lock (servers: row locks as it goes)."""
@@ -273,11 +275,13 @@ class SqliteDialect(Dialect):
     def remove_last_expression(self, field):
         return pw.fn.json_remove(field, "$[#-1]")
 
+    write_begin = "BEGIN IMMEDIATE"
+
     @contextlib.contextmanager
     def write_lock(self, database):
         # A deferred transaction that reads before it writes can fail with "database is
         # locked" when it upgrades its lock; IMMEDIATE takes it up front, through the busy
-        # handler.
+        # handler. (peewee's begin() sends write_begin for it.)
         with database.atomic("IMMEDIATE") as txn:
             yield txn
 

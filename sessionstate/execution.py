@@ -80,7 +80,7 @@ class _Retries:
         if not dialect.is_disconnect(exc):
             raise translate(exc, dialect) from exc
         discard_connection(self.database)
-        if in_doubt and not dialect.never_sent(exc):
+        if in_doubt and commit_lost(dialect, exc):
             raise ConnectionLost(IN_DOUBT) from exc
         if self.lost >= dialect.reconnect_attempts or time.monotonic() > self.deadline:
             raise DatabaseUnavailable("cannot reach the database: %s" % _one_line(exc)) from exc
@@ -103,6 +103,11 @@ IN_DOUBT = ("the connection to the database was lost while the write was being c
             "it may or may not have been applied. Re-read the state to check; a "
             "version-checked write (update_state with the version you read) then shows "
             "whether it landed")
+
+
+def commit_lost(dialect, exc):
+    """True when `exc`, met once a write's COMMIT was sent, leaves its outcome unknown."""
+    return dialect.is_disconnect(exc) and not dialect.never_sent(exc)
 
 
 def is_database_error(exc):

@@ -5,6 +5,7 @@ update_state(status=...); the session row's status follows its current state's.
 """
 
 import datetime as dt
+import functools
 
 import peewee as pw
 
@@ -12,9 +13,9 @@ from . import dialects, execution
 from .errors import InvalidTransition, SessionNotFound
 from .db import get_database
 from .migrate import ensure_migrated, ready_database
-from .models import (Session, SessionState, bump, has_newer_state, insert, latest_state_query,
-                     new_id, utcnow)
-from .statements import compiled, param
+from .models import (Session, SessionState, bump, has_newer_state, insert_step,
+                     latest_state_query, new_id, utcnow)
+from .statements import Write, compiled, param
 from .validation import (STATUSES, check_id, check_session_values, check_state_values,
                          check_short_text, check_timestamp, check_transition, refuse)
 
@@ -49,6 +50,17 @@ def create_session(mode, *, name=None, user_id=None, meta=None, ttl=None,
 
     `session_id` chooses the session's id (else a new uuid4); AlreadyExists if it is taken.
     """
+    write = create_session_write(
+        mode, name=name, user_id=user_id, meta=meta, ttl=ttl,
+        conversation_history=conversation_history, context_variables=context_variables,
+        plan_data=plan_data, session_id=session_id)
+    return execution.write(write.database, write.run)
+
+
+def create_session_write(mode, *, name=None, user_id=None, meta=None, ttl=None,
+                         conversation_history=None, context_variables=None, plan_data=None,
+                         session_id=None):
+    """create_session as a statements.Write: validated, its two rows bound, nothing written."""
     check_short_text("mode", mode, nullable=False)
     if session_id is not None:
         check_id("session_id", session_id)
@@ -66,13 +78,9 @@ def create_session(mode, *, name=None, user_id=None, meta=None, ttl=None,
         context_variables={} if context_variables is None else context_variables,
         plan_data=plan_data, expires_at=expires_at), max_depth)
     ensure_migrated(database)
-
-    def insert_both():
-        insert(Session, session_row)
-        insert(SessionState, state_row)
-
-    execution.write(database, insert_both)
-    return SessionState.from_columns(state_row)
+    return Write(database, [insert_step(Session, session_row),
+                            insert_step(SessionState, state_row)],
+                 functools.partial(SessionState.from_columns, state_row))
 
 
 # -- status changes -------------------------------------------------------------------------

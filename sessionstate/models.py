@@ -9,6 +9,7 @@ recipe, is the write of a stored state: the version-bump UPDATE, which is also w
 
 import contextvars
 import datetime as dt
+import functools
 import os
 
 import peewee as pw
@@ -16,7 +17,7 @@ import peewee as pw
 from . import dialects, execution
 from .errors import AlreadyExists, InvalidStateData, InvalidTransition, SessionNotFound
 from .errors import StaleStateError
-from .statements import compiled, param
+from .statements import Step, compiled, param
 from .validation import (STATUSES, check_session_values, check_state_values,
                          check_transition, refuse)
 
@@ -183,15 +184,18 @@ def insert(model, values):
     The caller's transaction decides; an id or foreign key conflict raises AlreadyExists or
     SessionNotFound, other database errors go up untranslated (execution translates them).
     """
+    insert_step(model, values).run(model._meta.database.obj)
+
+
+def insert_step(model, values):
+    """insert() as a statements.Step: the row's values converted and bound, nothing run."""
     fields = model._meta.sorted_fields
     statement = compiled(model._meta.database.obj, ("insert", model),
                          lambda: model.insert({field: param(field.column_name)
                                                for field in fields}))
-    try:
-        statement.execute({field.column_name: field.db_value(values[field.column_name])
-                           for field in fields})
-    except pw.IntegrityError as exc:
-        raise _integrity_error(model, values, exc) from exc
+    return Step(statement, {field.column_name: field.db_value(values[field.column_name])
+                            for field in fields},
+                functools.partial(_integrity_error, model, values))
 
 
 def _integrity_error(model, values, exc):

@@ -79,6 +79,39 @@ class Read:
         return self.statement.rows(self.values)
 
 
+class Step:
+    """One statement of a Write, bound to its values (sql, params as the driver takes them),
+    and on_conflict(exc): the error a peewee IntegrityError stands for (a taken id...)."""
+
+    __slots__ = ("sql", "params", "on_conflict")
+
+    def __init__(self, statement, values, on_conflict):
+        self.sql, self.params = statement.bound(values)
+        self.on_conflict = on_conflict
+
+    def run(self, database):
+        try:
+            return database.execute_sql(self.sql, self.params)
+        except pw.IntegrityError as exc:
+            raise self.on_conflict(exc) from exc
+
+
+class Write:
+    """An operation that is fixed statements in one transaction (Steps, on `database`), and
+    result(), what the call returns once they have run. The sync API runs it through
+    execution.write; aio awaits its statements itself, without the greenlet bridge."""
+
+    __slots__ = ("database", "steps", "result")
+
+    def __init__(self, database, steps, result):
+        self.database, self.steps, self.result = database, steps, result
+
+    def run(self):
+        for step in self.steps:
+            step.run(self.database)
+        return self.result()
+
+
 # database -> {key: Statement}; weak, so a closed and dropped database takes its cache along
 # (kept here rather than on peewee's database object, which is not ours to extend).
 _CACHE = weakref.WeakKeyDictionary()

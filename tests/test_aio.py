@@ -166,6 +166,104 @@ def test_get_state_decodes_a_large_history_in_the_bridge(migrated, url, monkeypa
     assert loaded.conversation_history == history and runs == 1
 
 
+def _rows_of_session(session_id):
+    """[sessions rows, session_states rows] with that session id, read by the sync API."""
+    from sessionstate import Session, SessionState
+
+    return [Session.select().where(Session.id == session_id).count(),
+            SessionState.select().where(SessionState.session == session_id).count()]
+
+
+def test_create_session_awaits_its_statements_without_the_bridge(migrated, url, monkeypatch):
+    """The bridge only prepares a create (validation, encoding); its INSERTs are awaited
+    directly, and it returns and raises what the sync API does."""
+    async def scenario():
+        await connected(url)
+        await aio.create_session("copilot")  # checks the schema, in the bridge
+        database = aio._current
+        bridge = _CountedBridge(database, monkeypatch)
+        in_bridge = []  # statements run from sync code, in the bridge
+        execute_sql = database.execute_sql
+        monkeypatch.setattr(database, "execute_sql",
+                            lambda sql, params=None: in_bridge.append(sql) or execute_sql(
+                                sql, params))
+        state = await aio.create_session("copilot", name="n", meta={"k": [1, 2.5]},
+                                         context_variables={"a": None}, session_id="s-direct")
+        runs, bridged = bridge.runs, len(in_bridge)
+        with pytest.raises(sessionstate.InvalidStateData, match="mode"):
+            await aio.create_session("")
+        runs_refused = bridge.runs - runs
+        with pytest.raises(sessionstate.AlreadyExists, match="s-direct"):
+            await aio.create_session("copilot", session_id="s-direct")
+        await aio.close()
+        return state, runs, bridged, runs_refused
+
+    state, runs, bridged, runs_refused = run(scenario())
+    assert runs == 1 and bridged == 0 and runs_refused == 1
+    assert state.stored and state.version == 1 and state.session_id == "s-direct"
+    assert state.to_dict() == sessionstate.get_state("s-direct").to_dict()
+    assert _rows_of_session("s-direct") == [1, 1]
+
+
+def test_create_session_takes_the_bridge_after_a_database_error(migrated, url, monkeypatch):
+    """A database error inside the direct transaction rolls it back and hands the call to
+    the bridged operation: the session is written once, whole."""
+    import peewee
+
+    async def scenario():
+        await connected(url)
+        database = aio._current
+        statement = database.aexecute_sql
+        failures = []
+
+        async def second_insert_fails_once(sql, params=None):
+            if sql.startswith("INSERT INTO") and "session_states" in sql and not failures:
+                failures.append(sql)
+                raise peewee.OperationalError("disk I/O error")
+            return await statement(sql, params)
+
+        monkeypatch.setattr(database, "aexecute_sql", second_insert_fails_once)
+        bridge = _CountedBridge(database, monkeypatch)
+        state = await aio.create_session("copilot", session_id="s-retried")
+        await aio.close()
+        return state, len(failures), bridge.runs
+
+    state, failures, runs = run(scenario())
+    assert failures == 1 and runs == 2  # the prepare, then the bridged create
+    assert state.session_id == "s-retried"
+    assert _rows_of_session("s-retried") == [1, 1]
+
+
+def test_a_connection_lost_during_the_create_commit_is_in_doubt(backend, migrated, url,
+                                                               monkeypatch):
+    """As in the sync API: the outcome of a COMMIT whose connection died is unknown."""
+    if backend == "sqlite":
+        pytest.skip("SQLite has no connection to lose")
+
+    async def scenario():
+        await connected(url)
+        database = aio._current
+        statement = database.aexecute_sql
+
+        async def commit_lost(sql, params=None):
+            if sql == "COMMIT":
+                raise ConnectionResetError("Connection reset by peer")
+            return await statement(sql, params)
+
+        monkeypatch.setattr(database, "aexecute_sql", commit_lost)
+        with pytest.raises(sessionstate.ConnectionLost) as error:
+            await aio.create_session("copilot", session_id="s-in-doubt")
+        monkeypatch.setattr(database, "aexecute_sql", statement)
+        after = await aio.create_session("copilot")
+        await aio.close()
+        return error.value, after
+
+    error, after = run(scenario())
+    assert error.in_doubt and isinstance(error.__cause__, ConnectionResetError)
+    assert _rows_of_session("s-in-doubt") == [0, 0]  # this COMMIT was never sent
+    assert sessionstate.get_state(after.session_id).id == after.id
+
+
 def test_calls_inside_a_callers_transaction_join_it(migrated, url):
     """A caller's own transaction keeps its connection across aio calls, so their writes
     are rolled back with it; after it, calls release their connection again."""
