@@ -26,7 +26,7 @@ import weakref
 from playhouse import db_url
 
 from . import db as connecting
-from . import dialects, execution, lifecycle, listing, state, transfer
+from . import dialects, execution, lifecycle, listing, state, transfer, validation
 from .migrate import forget_check, known_at_head
 from .migrate import migrate as _migrate
 from .migrate import migration_status as _migration_status
@@ -106,9 +106,16 @@ async def _run(operation, *args, **kwargs):
     task's connection (unless the caller holds a transaction open)."""
     database = await _database()
     try:
-        return await database.run(call_with, database, operation, *args, **kwargs)
+        return await database.run(_bridged, database, operation, *args, **kwargs)
     finally:
         await _release(database)
+
+
+def _bridged(database, fn, *args, **kwargs):
+    """fn on `database`, run in the greenlet bridge: there a large value's check lets the
+    loop run between its levels."""
+    with validation.pausing(dialects.let_the_loop_run):
+        return call_with(database, fn, *args, **kwargs)
 
 
 async def _release(database):
@@ -170,7 +177,7 @@ async def _one_write(operation, prepare, *args, **kwargs):
     if database.in_transaction():
         return await _run(operation, *args, **kwargs)
     try:
-        write = await database.run(call_with, database, prepare, *args, **kwargs)
+        write = await database.run(_bridged, database, prepare, *args, **kwargs)
         written = await _write_directly(database, write)
     finally:
         await _release(database)

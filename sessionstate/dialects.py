@@ -453,7 +453,8 @@ def _await(awaitable):
     return sys.modules["playhouse.pwasyncio"].await_(awaitable)
 
 
-def _let_the_loop_run():
+def let_the_loop_run():
+    """Let the event loop run other tasks (from code in the greenlet bridge)."""
     _await(asyncio.sleep(0))
 
 
@@ -461,7 +462,7 @@ def _pause_if_large(value, items=2000):
     """Let the loop run between a large value's validation and its encoding (each can take
     10-25 ms for 5 MB), rather than hold it for both."""
     if isinstance(value, (list, dict)) and len(value) > items:
-        _let_the_loop_run()
+        let_the_loop_run()
 
 
 class AsyncMixin:
@@ -495,7 +496,7 @@ class AsyncMixin:
         # Decoding 5 MB of history holds the thread for 30-50 ms: a large array is decoded
         # a piece at a time, the event loop running between pieces.
         if self.is_large_json(value):
-            return jsoncodec.loads_in_pieces(value, _let_the_loop_run)
+            return jsoncodec.loads_in_pieces(value, let_the_loop_run)
         return jsoncodec.loads(value) if isinstance(value, (str, bytes)) else value
 
 
@@ -557,7 +558,7 @@ class AsyncMysqlDialect(AsyncMixin, MysqlDialect):
         out = [pieces[0]]
         for literal, piece in zip(literals, pieces[1:]):
             out += [literal, piece]
-        _let_the_loop_run()  # between the encoding and the sending
+        let_the_loop_run()  # between the encoding and the sending
         return "".join(out), ()
 
     def async_params(self, params):
@@ -593,7 +594,7 @@ def _base64_in_pieces(text, piece=3 * 350_000):
     for start in range(0, len(data), piece):
         out.append(base64.b64encode(data[start:start + piece]).decode("ascii"))
         if len(data) > piece:
-            _let_the_loop_run()
+            let_the_loop_run()
     return "".join(out)
 
 

@@ -5,6 +5,8 @@ MariaDB stops at 32 levels of nesting, SQLite answers NaN with "malformed JSON")
 anything one of them would refuse, with a message that names the field and the path inside it.
 """
 
+import contextlib
+import contextvars
 import datetime as dt
 import gc
 import math
@@ -83,6 +85,7 @@ def _only_json_types(value, max_depth):
     the dicts of one level (the keys too, unless all are strings: orjson has checked those),
     so each level costs two C calls rather than a Python loop over its items.
     """
+    pause = _PAUSE.get()
     level = [value]
     depth = 1  # of the containers in `level`, counted as check_json counts
     while level:
@@ -96,7 +99,25 @@ def _only_json_types(value, max_depth):
             return False
         level = gc.get_referents(*level)
         depth += 1
+        if pause is not None and len(level) > LARGE_LEVEL:
+            pause()
     return True
+
+
+# A check of a large value calls this between its levels (see pausing()); None: no pause.
+_PAUSE = contextvars.ContextVar("sessionstate_validation_pause", default=None)
+LARGE_LEVEL = 20_000  # items in one level of a value: about 2-3 ms of checking each 10,000
+
+
+@contextlib.contextmanager
+def pausing(pause):
+    """Within it, the check of a large value calls pause() between its levels (the async
+    API lets its event loop run there: a 5 MB history's check took 20-30 ms in one go)."""
+    token = _PAUSE.set(pause)
+    try:
+        yield
+    finally:
+        _PAUSE.reset(token)
 
 
 def check_json(field, value, max_depth):

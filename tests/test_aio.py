@@ -342,12 +342,13 @@ def test_processes_of_tasks_incrementing_with_modify_state_count_exactly(migrate
 
 def _history(messages):
     text = "Lorem ipsum dolor sit amet, consectetur adipiscing elit " * 3
-    return [{"role": "user" if n % 2 else "assistant", "content": text, "n": n}
-            for n in range(messages)]
+    return [{"role": "user" if n % 2 else "assistant", "content": text, "n": n,
+             "score": n / 3} for n in range(messages)]
 
 
 async def _largest_loop_delay(state, history):
-    """Save and load `history` while a ticker runs; its longest wait past 5 ms, in ms."""
+    """Create a session with `history`, save it to `state` and load it while a ticker runs;
+    the ticker's longest wait past 5 ms, in ms."""
     delays, done = [], asyncio.Event()
 
     async def ticker():
@@ -360,11 +361,13 @@ async def _largest_loop_delay(state, history):
 
     ticking = asyncio.create_task(ticker())
     await asyncio.sleep(0.02)
+    created = await aio.create_session("copilot", conversation_history=history)
     version = await aio.update_state(state.id, state.version, conversation_history=history)
     loaded = await aio.get_state(state.session_id)
     done.set()
     await ticking
     assert loaded.version == version and len(loaded.conversation_history) == len(history)
+    assert created.version == 1 and created.conversation_history is history
     return max(delays) * 1000
 
 

@@ -125,3 +125,21 @@ def test_fast_path_takes_plain_histories():
     assert validation._plainly_storable(nested(31), 31)
     assert not validation._plainly_storable([1.0, math.nan], 512)
     assert not validation._plainly_storable([uuid.UUID(int=1)], 512)
+
+
+def test_a_large_values_check_pauses_between_its_levels_only_when_asked():
+    """The async API's bridge lets its loop run between the levels of a large value's
+    check (validation.pausing); a small value, or a check outside it, never pauses."""
+    large = [{"n": n, "score": n / 3, "tags": ["a", "b"]} for n in range(10_000)]
+    pauses = []
+    with validation.pausing(lambda: pauses.append(1)):
+        validation.check_json("conversation_history", large, 32)
+        large_pauses = len(pauses)
+        validation.check_json("conversation_history", large[:100], 32)
+        assert len(pauses) == large_pauses
+    validation.check_json("conversation_history", large, 32)
+    assert len(pauses) == large_pauses >= 1
+    with validation.pausing(lambda: pauses.append(1)):
+        with pytest.raises(InvalidStateData, match=r"\[9999\]\['score'\]"):
+            validation.check_json("conversation_history", large[:-1] + [{"score": math.nan}],
+                                  32)
