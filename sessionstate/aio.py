@@ -10,9 +10,10 @@ Each coroutine runs the one implementation of its operation (sessionstate.state,
 listing, transfer, migrate) inside peewee's greenlet bridge, ``db.run()`` of
 playhouse.pwasyncio, on the async database of the URL: validation, query building and result
 handling are shared with the sync API, only the driver underneath is awaited. get_state, a
-single read, awaits its statement without the bridge (see _one_read). Each call releases its
-pooled connection when it returns, and keeps its transaction inside itself, so tasks
-gathered on one loop never wait on each other's open transaction.
+single read, awaits its statement without the bridge (see _one_read); create_session is
+prepared in the bridge and awaits its transaction's statements directly (see _one_write).
+Each call releases its pooled connection when it returns, and keeps its transaction inside
+itself, so tasks gathered on one loop never wait on each other's open transaction.
 """
 
 import asyncio
