@@ -24,6 +24,7 @@ import inspect
 import itertools
 import weakref
 
+import peewee as pw
 from playhouse import db_url
 
 from . import db as connecting
@@ -115,7 +116,7 @@ async def _run(operation, *args, **kwargs):
 def _bridged(database, fn, *args, **kwargs):
     """fn on `database`, run in the greenlet bridge: there a large value's check lets the
     loop run between its levels."""
-    with validation.pausing(dialects.let_the_loop_run):
+    with validation.pausing(dialects.let_the_loop_run_if_bridged):
         return call_with(database, fn, *args, **kwargs)
 
 
@@ -166,48 +167,67 @@ async def get_state(session_id):
 
 async def _one_write(operation, prepare, *args, **kwargs):
     """An operation that is fixed statements in one transaction: prepare(*args, **kwargs)
-    gives its statements.Write (validation, encoding and the schema check, in the bridge,
-    where a large value lets the loop run), then its statements are awaited directly (each
-    one's trip through the bridge was 5-10 µs here, a tenth of a create's own work).
+    gives its statements.Write (validation, encoding, the schema check and the connection,
+    in the bridge, where a large value lets the loop run), then its statements are awaited
+    directly (each one's trip through the bridge was 5-10 µs here, a tenth of a create's
+    own work), all on that one connection.
 
-    A database error before the COMMIT rolls back and hands the call to the bridged
-    operation (the sync API's retries and error translation); a lost connection during the
-    COMMIT is ConnectionLost, as there. Inside the caller's transaction, the bridge runs it.
+    A failure is what the sync API's execution.write makes of it: a taken id raises at once
+    (AlreadyExists...); contention and a connection that died before its COMMIT hand the
+    call to the bridged operation, whose retries decide; a connection lost during the
+    COMMIT is ConnectionLost; any other database error is translated. Inside the caller's
+    transaction, the bridge runs it all.
     """
     database = await _database()
     if database.in_transaction():
         return await _run(operation, *args, **kwargs)
     try:
-        write = await database.run(_bridged, database, prepare, *args, **kwargs)
-        written = await _write_directly(database, write)
+        write = await database.run(_bridged, database, _connected, database, prepare, *args,
+                                   **kwargs)
+        written = await _write_directly(database, await database.aconnect(), write)
     finally:
         await _release(database)
     return write.result() if written else await _run(operation, *args, **kwargs)
 
 
-async def _write_directly(database, write):
-    """Run a Write's statements in one transaction; False if it rolled back on a database
-    error (nothing written)."""
+def _connected(database, prepare, *args, **kwargs):
+    """prepare(*args, **kwargs), then the task's connection opened (as execution opens it)."""
+    prepared = prepare(*args, **kwargs)
+    execution.read(database, database.connect)
+    return prepared
+
+
+async def _write_directly(database, connection, write):
+    """Run a Write's statements in one transaction on `connection`; True once committed,
+    False if the bridged operation should run instead (nothing was written)."""
     dialect = dialects.of(database)
-    committing = False
+    step, committing = None, False
     try:
-        await database.aexecute_sql(dialect.write_begin)
+        await database.aexecute_on(connection, dialect.write_begin)
         for step in write.steps:
-            await database.aexecute_sql(step.sql, step.params)
-        committing = True
-        await database.aexecute_sql("COMMIT")
+            await database.aexecute_on(connection, step.sql, step.params)
+        step, committing = None, True
+        await database.aexecute_on(connection, "COMMIT")
         return True
-    except Exception as exc:  # noqa: BLE001 - database errors go to the bridged operation
-        if committing and execution.is_database_error(exc) and execution.commit_lost(
-                dialect, exc):
-            raise ConnectionLost(execution.IN_DOUBT) from exc
-        try:
-            await database.aexecute_sql("ROLLBACK")
-        except Exception:  # noqa: BLE001 - no transaction left, or a dead connection
-            pass
+    except Exception as exc:  # noqa: BLE001 - sorted below, as execution.write sorts them
         if not execution.is_database_error(exc):
+            await _rollback_quietly(database, connection)
             raise
+        if committing and execution.commit_lost(dialect, exc):
+            raise ConnectionLost(execution.IN_DOUBT) from exc
+        await _rollback_quietly(database, connection)
+        if isinstance(exc, pw.IntegrityError) and step is not None:
+            raise step.on_conflict(exc) from exc  # as Step.run raises it
+        if not (dialect.is_transient(exc) or dialect.is_disconnect(exc)):
+            raise execution.translate(exc, dialect) from exc
         return False
+
+
+async def _rollback_quietly(database, connection):
+    try:
+        await database.aexecute_on(connection, "ROLLBACK")
+    except Exception:  # noqa: BLE001 - no transaction left, or a dead connection
+        pass
 
 
 async def create_session(mode, *, name=None, user_id=None, meta=None, ttl=None,

@@ -159,8 +159,13 @@ class _OneCallPerStatement:
     """aexecute_sql through `statement` (one driver call) on the task's connection."""
 
     async def aexecute_sql(self, sql, params=None):
+        return await self.aexecute_on(await self.aconnect(), sql, params)
+
+    async def aexecute_on(self, connection, sql, params=None):
+        """aexecute_sql on `connection` (one aconnect() gave), even if it has died since:
+        a transaction's statements must not move to another connection midway, as
+        aconnect() would move them."""
         self._log_query(sql, params)  # peewee's query log, as pwasyncio's aexecute_sql keeps
-        connection = await self.aconnect()
         with TRANSLATE_ERRORS:
             return await self.statement(connection.conn, sql, params or ())
 

@@ -458,6 +458,13 @@ def let_the_loop_run():
     _await(asyncio.sleep(0))
 
 
+def let_the_loop_run_if_bridged():
+    """let_the_loop_run() from code in the greenlet bridge; elsewhere (a task started from
+    inside it, which inherits its context variables) nothing."""
+    if sys.modules["greenlet"].getcurrent().parent is not None:
+        let_the_loop_run()
+
+
 def _pause_if_large(value, items=2000):
     """Let the loop run between a large value's validation and its encoding (each can take
     10-25 ms for 5 MB), rather than hold it for both."""
@@ -520,7 +527,8 @@ class AsyncPostgresqlDialect(AsyncMixin, PostgresqlDialect):
     json_text = staticmethod(jsoncodec.dumps_for_postgresql)  # as text, for the text codec
 
     # asyncpg checks its connection's state before it sends anything.
-    never_sent_markers = ("cannot switch to state", "connection is closed")
+    never_sent_markers = ("cannot switch to state", "connection is closed",
+                          "released back to the pool")
 
     def is_transient(self, error):
         return _sqlstate(error) in ("40P01", "40001") or super().is_transient(error)
@@ -603,10 +611,12 @@ async def _keep_connection_state(connection):
 
 
 # asyncpg, on a connection the server ended while it sat in the pool: "cannot switch to
-# state 11; another operation (2) is in progress".
+# state 11; another operation (2) is in progress"; on one that ended while a task held it
+# (its pool takes it back at once): "cannot call Connection.execute(): connection has been
+# released back to the pool".
 ASYNC_DISCONNECT_MARKERS = ("connection was closed", "connection is closed",
                             "connection refused", "pool is closed", "cannot perform operation",
-                            "cannot switch to state")
+                            "cannot switch to state", "released back to the pool")
 
 DIALECTS = (SqliteDialect(), PostgresqlDialect(), MysqlDialect())
 ASYNC_DIALECTS = {"sqlite": AsyncSqliteDialect(), "postgresql": AsyncPostgresqlDialect(),

@@ -195,6 +195,7 @@ def test_create_session_awaits_its_statements_without_the_bridge(migrated, url, 
         runs_refused = bridge.runs - runs
         with pytest.raises(sessionstate.AlreadyExists, match="s-direct"):
             await aio.create_session("copilot", session_id="s-direct")
+        bridged = len(in_bridge)  # none: the taken id is reported at once, not tried again
         await aio.close()
         return state, runs, bridged, runs_refused
 
@@ -205,24 +206,37 @@ def test_create_session_awaits_its_statements_without_the_bridge(migrated, url, 
     assert _rows_of_session("s-direct") == [1, 1]
 
 
-def test_create_session_takes_the_bridge_after_a_database_error(migrated, url, monkeypatch):
-    """A database error inside the direct transaction rolls it back and hands the call to
-    the bridged operation: the session is written once, whole."""
+def _failing_statement(database, monkeypatch, fails):
+    """Make the direct path's statements raise fails(sql) (an exception, or None to run)."""
+    statement = database.aexecute_on
+
+    async def failing(connection, sql, params=None):
+        error = fails(sql)
+        if error is not None:
+            raise error
+        return await statement(connection, sql, params)
+
+    monkeypatch.setattr(database, "aexecute_on", failing)
+
+
+def test_create_session_takes_the_bridge_after_contention(migrated, url, monkeypatch):
+    """Contention inside the direct transaction rolls it back and hands the call to the
+    bridged operation, which retries as the sync API does: the session is written once."""
     import peewee
 
     async def scenario():
         await connected(url)
         database = aio._current
-        statement = database.aexecute_sql
+        transient = dialects.of(database).transient_markers[0]
         failures = []
 
-        async def second_insert_fails_once(sql, params=None):
+        def second_insert_fails_once(sql):
             if sql.startswith("INSERT INTO") and "session_states" in sql and not failures:
                 failures.append(sql)
-                raise peewee.OperationalError("disk I/O error")
-            return await statement(sql, params)
+                return peewee.OperationalError("%s (simulated)" % transient)
+            return None
 
-        monkeypatch.setattr(database, "aexecute_sql", second_insert_fails_once)
+        _failing_statement(database, monkeypatch, second_insert_fails_once)
         bridge = _CountedBridge(database, monkeypatch)
         state = await aio.create_session("copilot", session_id="s-retried")
         await aio.close()
@@ -234,6 +248,37 @@ def test_create_session_takes_the_bridge_after_a_database_error(migrated, url, m
     assert _rows_of_session("s-retried") == [1, 1]
 
 
+def test_create_session_translates_other_database_errors_and_writes_nothing(migrated, url,
+                                                                           monkeypatch):
+    """Any other database error is the sync API's DatabaseError, its cause chained, with
+    the transaction rolled back: no half of the create is left behind."""
+    import peewee
+
+    async def scenario():
+        await connected(url)
+        database = aio._current
+
+        def second_insert_fails(sql):
+            if sql.startswith("INSERT INTO") and "session_states" in sql:
+                return peewee.OperationalError("disk I/O error")
+            return None
+
+        with monkeypatch.context() as patched:
+            _failing_statement(database, patched, second_insert_fails)
+            bridge = _CountedBridge(database, patched)
+            with pytest.raises(sessionstate.errors.DatabaseError,
+                               match="disk I/O error") as error:
+                await aio.create_session("copilot", session_id="s-failed")
+        after = await aio.create_session("copilot")
+        await aio.close()
+        return error.value, bridge.runs, after
+
+    error, runs, after = run(scenario())
+    assert isinstance(error.__cause__, peewee.OperationalError) and runs == 1
+    assert _rows_of_session("s-failed") == [0, 0]
+    assert sessionstate.get_state(after.session_id).id == after.id
+
+
 def test_a_connection_lost_during_the_create_commit_is_in_doubt(backend, migrated, url,
                                                                monkeypatch):
     """As in the sync API: the outcome of a COMMIT whose connection died is unknown."""
@@ -243,17 +288,11 @@ def test_a_connection_lost_during_the_create_commit_is_in_doubt(backend, migrate
     async def scenario():
         await connected(url)
         database = aio._current
-        statement = database.aexecute_sql
-
-        async def commit_lost(sql, params=None):
-            if sql == "COMMIT":
-                raise ConnectionResetError("Connection reset by peer")
-            return await statement(sql, params)
-
-        monkeypatch.setattr(database, "aexecute_sql", commit_lost)
-        with pytest.raises(sessionstate.ConnectionLost) as error:
-            await aio.create_session("copilot", session_id="s-in-doubt")
-        monkeypatch.setattr(database, "aexecute_sql", statement)
+        with monkeypatch.context() as patched:
+            _failing_statement(database, patched, lambda sql: ConnectionResetError(
+                "Connection reset by peer") if sql == "COMMIT" else None)
+            with pytest.raises(sessionstate.ConnectionLost) as error:
+                await aio.create_session("copilot", session_id="s-in-doubt")
         after = await aio.create_session("copilot")
         await aio.close()
         return error.value, after
@@ -262,6 +301,38 @@ def test_a_connection_lost_during_the_create_commit_is_in_doubt(backend, migrate
     assert error.in_doubt and isinstance(error.__cause__, ConnectionResetError)
     assert _rows_of_session("s-in-doubt") == [0, 0]  # this COMMIT was never sent
     assert sessionstate.get_state(after.session_id).id == after.id
+
+
+def test_a_create_whose_connection_is_ended_before_its_commit_is_written_once(
+        backend, migrated, url, monkeypatch):
+    """The server ends the connection inside the create's transaction: the COMMIT must not
+    go to another connection (where it would commit nothing and report success); the call
+    is handed to the bridged operation, which writes the session once, whole."""
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL: asyncpg sees an ended connection at once")
+    ended = []
+
+    async def scenario():
+        await connected(url)
+        database = aio._current
+        statement = database.aexecute_on
+
+        async def end_before_commit(connection, sql, params=None):
+            if sql == "COMMIT" and not ended:
+                ended.append(connection.conn.get_server_pid())
+                sessionstate.get_database().execute_sql(
+                    "SELECT pg_terminate_backend(%s)", (ended[0],))
+                await asyncio.sleep(0.2)  # asyncpg sees its socket close meanwhile
+            return await statement(connection, sql, params)
+
+        monkeypatch.setattr(database, "aexecute_on", end_before_commit)
+        state = await aio.create_session("copilot", session_id="s-ended")
+        await aio.close()
+        return state
+
+    state = run(scenario())
+    assert ended and state.session_id == "s-ended"
+    assert _rows_of_session("s-ended") == [1, 1]
 
 
 def test_calls_inside_a_callers_transaction_join_it(migrated, url):
