@@ -167,14 +167,14 @@ async def get_state(session_id):
 
 async def _one_write(operation, prepare, *args, **kwargs):
     """An operation that is fixed statements in one transaction: prepare(*args, **kwargs)
-    gives its statements.Write (validation, encoding, the schema check and the connection,
-    in the bridge, where a large value lets the loop run), then its statements are awaited
-    directly (each one's trip through the bridge was 5-10 µs here, a tenth of a create's
-    own work), all on that one connection.
+    gives its statements.Write (validation, encoding and the schema check, in the bridge,
+    where a large value lets the loop run), then its statements are awaited directly (each
+    one's trip through the bridge was 5-10 µs here, a tenth of a create's own work), all on
+    one connection.
 
     A failure is what the sync API's execution.write makes of it: a taken id raises at once
-    (AlreadyExists...); contention and a connection that died before its COMMIT hand the
-    call to the bridged operation, whose retries decide; a connection lost during the
+    (AlreadyExists...); contention, no connection to be had, and a connection that died
+    before its COMMIT hand the call to the bridged operation, whose retries decide; a connection lost during the
     COMMIT is ConnectionLost; any other database error is translated. Inside the caller's
     transaction, the bridge runs it all.
     """
@@ -182,25 +182,23 @@ async def _one_write(operation, prepare, *args, **kwargs):
     if database.in_transaction():
         return await _run(operation, *args, **kwargs)
     try:
-        write = await database.run(_bridged, database, _connected, database, prepare, *args,
-                                   **kwargs)
-        written = await _write_directly(database, await database.aconnect(), write)
+        write = await database.run(_bridged, database, prepare, *args, **kwargs)
+        written = await _write_directly(database, write)
     finally:
         await _release(database)
     return write.result() if written else await _run(operation, *args, **kwargs)
 
 
-def _connected(database, prepare, *args, **kwargs):
-    """prepare(*args, **kwargs), then the task's connection opened (as execution opens it)."""
-    prepared = prepare(*args, **kwargs)
-    execution.read(database, database.connect)
-    return prepared
-
-
-async def _write_directly(database, connection, write):
-    """Run a Write's statements in one transaction on `connection`; True once committed,
-    False if the bridged operation should run instead (nothing was written)."""
+async def _write_directly(database, write):
+    """Run a Write's statements in one transaction on the task's connection; True once
+    committed, False if the bridged operation should run instead (nothing was written)."""
     dialect = dialects.of(database)
+    try:
+        connection = await database.aconnect()
+    except Exception as exc:  # noqa: BLE001 - the bridged operation opens it with retries
+        if not execution.is_database_error(exc):
+            raise
+        return False
     step, committing = None, False
     try:
         await database.aexecute_on(connection, dialect.write_begin)

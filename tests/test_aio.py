@@ -248,6 +248,35 @@ def test_create_session_takes_the_bridge_after_contention(migrated, url, monkeyp
     assert _rows_of_session("s-retried") == [1, 1]
 
 
+def test_create_session_takes_the_bridge_when_no_connection_is_to_be_had(migrated, url,
+                                                                         monkeypatch):
+    """A failed checkout hands the call to the bridged operation, which opens its
+    connection with the sync API's retries."""
+    import peewee
+
+    async def scenario():
+        await connected(url)
+        database = aio._current
+        await aio.create_session("copilot")  # the schema check
+        aconnect, failures = database.aconnect, []
+
+        async def refused_once():
+            if not failures:
+                failures.append(1)
+                raise peewee.OperationalError("connection refused (simulated)")
+            return await aconnect()
+
+        monkeypatch.setattr(database, "aconnect", refused_once)
+        bridge = _CountedBridge(database, monkeypatch)
+        state = await aio.create_session("copilot", session_id="s-checkout")
+        await aio.close()
+        return state, failures, bridge.runs
+
+    state, failures, runs = run(scenario())
+    assert failures == [1] and runs == 2 and state.session_id == "s-checkout"
+    assert _rows_of_session("s-checkout") == [1, 1]
+
+
 def test_create_session_translates_other_database_errors_and_writes_nothing(migrated, url,
                                                                            monkeypatch):
     """Any other database error is the sync API's DatabaseError, its cause chained, with
