@@ -174,9 +174,9 @@ async def _one_write(operation, prepare, *args, **kwargs):
 
     A failure is what the sync API's execution.write makes of it: a taken id raises at once
     (AlreadyExists...); contention, no connection to be had, and a connection that died
-    before its COMMIT hand the call to the bridged operation, whose retries decide; a connection lost during the
-    COMMIT is ConnectionLost; any other database error is translated. Inside the caller's
-    transaction, the bridge runs it all.
+    before its COMMIT hand the call to the bridged operation, whose retries decide; a
+    connection lost during the COMMIT is ConnectionLost; any other database error is
+    translated. Inside the caller's transaction, the bridge runs it all.
     """
     database = await _database()
     if database.in_transaction():
