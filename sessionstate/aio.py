@@ -33,7 +33,7 @@ from .migrate import forget_check, known_at_head
 from .migrate import migrate as _migrate
 from .migrate import migration_status as _migration_status
 from .migrate import rollback as _rollback
-from .errors import ConfigurationError, ConnectionLost, DatabaseUnavailable
+from .errors import ConfigurationError, DatabaseUnavailable
 from .models import call_with
 
 EXTRA = "sessionstate[async]"
@@ -208,16 +208,12 @@ async def _write_directly(database, write):
         await database.aexecute_on(connection, "COMMIT")
         return True
     except Exception as exc:  # noqa: BLE001 - sorted below, as execution.write sorts them
+        await _rollback_quietly(database, connection)  # a no-op after a COMMIT that applied
         if not execution.is_database_error(exc):
-            await _rollback_quietly(database, connection)
             raise
-        if committing and execution.commit_lost(dialect, exc):
-            raise ConnectionLost(execution.IN_DOUBT) from exc
-        await _rollback_quietly(database, connection)
         if isinstance(exc, pw.IntegrityError) and step is not None:
             raise step.on_conflict(exc) from exc  # as Step.run raises it
-        if not (dialect.is_transient(exc) or dialect.is_disconnect(exc)):
-            raise execution.translate(exc, dialect) from exc
+        execution.may_run_again(dialect, exc, in_doubt=committing)  # or raises
         return False
 
 

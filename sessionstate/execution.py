@@ -73,15 +73,14 @@ class _Retries:
 
     def wait_or_raise(self, exc, in_doubt):
         dialect = self.dialect
-        if dialect.is_transient(exc) and self.busy < TRANSIENT_ATTEMPTS - 1:
+        if dialect.is_disconnect(exc):
+            discard_connection(self.database)
+        if may_run_again(dialect, exc, in_doubt) == "contention":
+            if self.busy >= TRANSIENT_ATTEMPTS - 1:
+                raise translate(exc, dialect) from exc
             self.busy += 1
             dialect.sleep(random.uniform(0.005, 0.02) * self.busy)
             return
-        if not dialect.is_disconnect(exc):
-            raise translate(exc, dialect) from exc
-        discard_connection(self.database)
-        if in_doubt and commit_lost(dialect, exc):
-            raise ConnectionLost(IN_DOUBT) from exc
         if self.lost >= dialect.reconnect_attempts or time.monotonic() > self.deadline:
             raise DatabaseUnavailable("cannot reach the database: %s" % _one_line(exc)) from exc
         dialect.sleep(RECONNECT_PAUSES[min(self.lost, 1)])
@@ -105,9 +104,18 @@ IN_DOUBT = ("the connection to the database was lost while the write was being c
             "whether it landed")
 
 
-def commit_lost(dialect, exc):
-    """True when `exc`, met once a write's COMMIT was sent, leaves its outcome unknown."""
-    return dialect.is_disconnect(exc) and not dialect.never_sent(exc)
+def may_run_again(dialect, exc, in_doubt):
+    """How a call that met the database error `exc` goes on, the one rule of both APIs:
+    "contention" or "disconnect" when it may run again (nothing of it was applied); else
+    this raises ConnectionLost (in_doubt: its COMMIT was sent and the connection lost, so
+    its outcome is unknown) or the error's translation."""
+    if dialect.is_transient(exc):
+        return "contention"
+    if not dialect.is_disconnect(exc):
+        raise translate(exc, dialect) from exc
+    if in_doubt and not dialect.never_sent(exc):
+        raise ConnectionLost(IN_DOUBT) from exc
+    return "disconnect"
 
 
 def is_database_error(exc):
